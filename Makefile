@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:  `make repro`  and  `make test`.
+# Both create .venv (pip, Python 3.11) and install the project into it first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: install repro test gate clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
+	$(BIN)/pip install -qq -e '.[dev]'
+	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2"
+	dvc config core.analytics false && dvc config core.check_update false
+	touch $@
+
+## Run the whole pipeline on the embedded default (generated faces).
+repro: install
+	dvc repro
+
+## Unit tests and the end-to-end run of the real pipeline on a tiny config.
+test: install
+	pytest -q
+
+## CI's metric gate: tiny pipeline run in a sandbox, compared with .ci/reference-metrics.json.
+gate: install
+	rm -rf .gate && python -m emopipe.sandbox .gate --params tests/tiny_params.yaml
+	python -m emopipe.gate check --reference .ci/reference-metrics.json --metrics .gate/metrics
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,41 @@
+"""Checkpoints: a plain dict (architecture, classes, preprocessing, weights), safe to load with weights_only=True."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from emopipe.io import save_torch
+from emopipe.models import build
+
+MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
+
+
+def input_spec(size: int, channels: int) -> dict:
+    return {"size": size, "channels": channels, "mean": [MEAN] * channels, "std": [STD] * channels}
+
+
+def save_checkpoint(path: Path, model: nn.Module, arch: str, arch_args: dict, classes: list[str], spec: dict) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    save_torch(path, {"arch": arch, "arch_args": dict(arch_args), "classes": list(classes), "input": spec, "state_dict": state})
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from its checkpoint; returns (model in eval mode, checkpoint metadata)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} not found: run `dvc repro` (or the train stage) first")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], **ckpt["arch_args"])
+    model.load_state_dict(ckpt["state_dict"])
+    model.to(device).eval()
+    return model, {k: v for k, v in ckpt.items() if k != "state_dict"}
+
+
+def normalize(batch: torch.Tensor, spec: dict) -> torch.Tensor:
+    """uint8 or [0,1] float batch → normalised float batch, per the checkpoint's input spec."""
+    x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
+    mean = torch.tensor(spec["mean"], device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(spec["std"], device=x.device).view(1, -1, 1, 1)
+    return (x - mean) / std

@@ -1,0 +1,28 @@
+"""Shared plumbing for the Typer stage scripts: bad input ends in one line, not a traceback."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from emopipe.data.intake import IntakeError
+from emopipe.data.kaggle import SourceError
+from emopipe.params import ParamError
+
+USER_ERRORS = (ParamError, IntakeError, SourceError, FileNotFoundError)
+
+
+def run(app: typer.Typer) -> None:
+    """Run a stage app; user errors print `error: ...` on stderr and exit with status 2."""
+    try:
+        app(standalone_mode=False)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except typer.Exit as done:
+        raise SystemExit(done.exit_code) from None
+    except Exception as err:  # click's usage errors arrive here in non-standalone mode
+        if hasattr(err, "show"):
+            err.show()
+            raise SystemExit(getattr(err, "exit_code", 2)) from None
+        raise

@@ -1,0 +1,70 @@
+"""The tensor store: every image decoded and resized once, kept as uint8 tensors per split.
+
+Training epochs index into these tensors and never decode a JPEG again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from emopipe.io import save_torch
+
+
+@dataclass(frozen=True)
+class TensorSet:
+    images: torch.Tensor  # uint8, N×C×H×W
+    labels: torch.Tensor  # int64, N (index into classes)
+    classes: list[str]
+    paths: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> TensorSet:
+        index = torch.as_tensor(index, dtype=torch.long)
+        return TensorSet(self.images[index], self.labels[index], self.classes, [self.paths[i] for i in index.tolist()])
+
+
+def square_resize(image: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square, then resize: faces are centred, and aspect is kept."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def pack(manifest: pd.DataFrame, classes: list[str], size: int, channels: int, progress: bool = False) -> TensorSet:
+    """Decode the images named in `manifest` (columns image, label) into a TensorSet.
+
+    Rows naming the same file (oversampled copies) are decoded once.
+    """
+    mode = "L" if channels == 1 else "RGB"
+    unknown = sorted(set(manifest["label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among the model's classes {classes}")
+    decoded: dict[str, torch.Tensor] = {}
+    images = torch.empty((len(manifest), channels, size, size), dtype=torch.uint8)
+    for i, path in enumerate(tqdm(manifest["image"], desc="pack", disable=not progress, leave=False)):
+        if path not in decoded:
+            with Image.open(path) as img:
+                pixels = np.asarray(square_resize(img.convert(mode), size))
+            decoded[path] = torch.from_numpy(pixels.reshape(size, size, channels).copy()).permute(2, 0, 1)
+        images[i] = decoded[path]
+    index = {c: i for i, c in enumerate(classes)}
+    labels = torch.tensor([index[c] for c in manifest["label"]], dtype=torch.long)
+    return TensorSet(images, labels, list(classes), list(manifest["image"]))
+
+
+def save(path: Path, data: TensorSet) -> None:
+    save_torch(path, {"images": data.images, "labels": data.labels, "classes": data.classes, "paths": data.paths})
+
+
+def load(path: Path) -> TensorSet:
+    raw = torch.load(path, weights_only=True)
+    return TensorSet(raw["images"], raw["labels"], list(raw["classes"]), list(raw["paths"]))

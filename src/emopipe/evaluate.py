@@ -1,0 +1,57 @@
+"""Predictions (optionally with flip test-time augmentation) and classification metrics."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from torch import nn
+
+from emopipe.checkpoint import normalize
+from emopipe.data.store import TensorSet
+from emopipe.runtime import Runtime
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, spec: dict, runtime: Runtime, batch_size: int = 128, tta: bool = False) -> np.ndarray:
+    """Softmax probabilities N×K; with `tta`, the mean over the image and its mirror."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = runtime.prepare(normalize(images[start : start + batch_size].to(runtime.device), spec))
+        views = (x, x.flip(-1)) if tta else (x,)
+        with runtime.autocast():
+            probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+        out.append(probs.cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
+    """accuracy, macro precision/recall/F1 and per-class precision/recall/F1/support.
+
+    Macro averages run over the classes present in `y_true` (a shifted domain may lack one);
+    a present class that is never predicted counts as 0.
+    """
+    labels = list(range(len(classes)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    present = s > 0
+    return {
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+        "macro_precision": round(float(p[present].mean()), 4),
+        "macro_recall": round(float(r[present].mean()), 4),
+        "macro_f1": round(float(f[present].mean()), 4),
+        "per_class": {
+            c: {"precision": round(float(p[i]), 4), "recall": round(float(r[i]), 4), "f1": round(float(f[i]), 4), "support": int(s[i])}
+            for i, c in enumerate(classes)
+        },
+    }
+
+
+def evaluate(model: nn.Module, data: TensorSet, spec: dict, runtime: Runtime, batch_size: int = 128, tta: bool = False) -> tuple[dict, np.ndarray]:
+    """Metrics and probabilities of `model` on `data`."""
+    probs = predict_proba(model, data.images, spec, runtime, batch_size, tta)
+    y_true = data.labels.numpy()
+    return classification_metrics(y_true, probs.argmax(1), data.classes), probs
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    return confusion_matrix(y_true, y_pred, labels=list(range(n_classes)))

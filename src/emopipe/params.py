@@ -1,0 +1,229 @@
+"""Typed, validated view of params.yaml.
+
+Every stage reads its params through `load_params`, so a typo or an impossible value fails
+before any work starts, with one line that names the param (`ParamError`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ParamError(ValueError):
+    """A param in params.yaml is unknown, of the wrong type or out of range."""
+
+
+SOURCES = ("synthetic", "kaggle", "folder")
+OVERSAMPLE_METHODS = ("none", "balance", "targeted")
+AUGMENT_POLICIES = ("none", "basic", "targeted")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """Where one domain's images come from (`data` is the main domain, `shift` the second)."""
+
+    source: str = "synthetic"
+    kaggle_handle: str = "yousefmohamed20/sentiment-images-classifier"
+    kaggle_sub_path: str | None = None
+    folder: str | None = None
+    synthetic_domain: str = "source"
+    synthetic_counts: dict[str, int] = field(default_factory=dict)
+    synthetic_size: int = 160
+    label_noise: float = 0.03
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    near_duplicate_distance: int = 4
+
+
+@dataclass(frozen=True)
+class OversampleParams:
+    method: str = "balance"
+    targets: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputParams:
+    size: int = 96
+    channels: int = 3
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    class_weights: bool = True
+    weighted_sampler: bool = False
+    augment: str = "basic"
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    batch_size: int = 128
+
+
+@dataclass(frozen=True)
+class AdaptParams:
+    shots: int = 10
+    epochs: int = 10
+    lr: float = 3e-4
+    batch_size: int = 32
+    augment: str = "basic"
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    model: str = "small"
+    model_args: dict[str, typing.Any] = field(default_factory=dict)
+    data: SourceParams = SourceParams()
+    shift: SourceParams = SourceParams(synthetic_domain="shift")
+    split: SplitParams = SplitParams()
+    oversample: OversampleParams = OversampleParams()
+    input: InputParams = InputParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+    adapt: AdaptParams = AdaptParams()
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path} not found: run from the repository root or pass --params")
+    raw = yaml.safe_load(path.read_text()) or {}
+    params = _build(Params, raw, prefix="")
+    validate(params)
+    return params
+
+
+def validate(p: Params) -> None:
+    """Range checks that types alone cannot express."""
+    from emopipe.models import MODELS  # late import: models imports torch
+
+    if p.model not in MODELS:
+        raise ParamError(f"model={p.model!r} is not a registered model; choose one of: {', '.join(sorted(MODELS))}")
+    for name, src in (("data", p.data), ("shift", p.shift)):
+        _choice(f"{name}.source", src.source, SOURCES)
+        if src.source == "folder" and not src.folder:
+            raise ParamError(f"{name}.folder must be set when {name}.source is 'folder'")
+        if src.source == "synthetic" and not src.synthetic_counts:
+            raise ParamError(f"{name}.synthetic_counts must name at least one class when {name}.source is 'synthetic'")
+        if any(n < 1 for n in src.synthetic_counts.values()):
+            raise ParamError(f"{name}.synthetic_counts must be positive, got {src.synthetic_counts}")
+        _range(f"{name}.label_noise", src.label_noise, 0.0, 1.0)
+    s = p.split
+    for key in ("train", "val", "test"):
+        _range(f"split.{key}", getattr(s, key), 0.0, 1.0, low_open=True)
+    if not math.isclose(s.train + s.val + s.test, 1.0, abs_tol=1e-6):
+        raise ParamError(f"split.train + split.val + split.test = {s.train + s.val + s.test:g}; they must sum to 1")
+    _range("split.near_duplicate_distance", s.near_duplicate_distance, 0, 32)
+    _choice("oversample.method", p.oversample.method, OVERSAMPLE_METHODS)
+    if p.oversample.method == "targeted" and not p.oversample.targets:
+        raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")
+    _range("input.size", p.input.size, 16, 1024)
+    _choice("input.channels", p.input.channels, (1, 3))
+    t = p.train
+    _range("train.epochs", t.epochs, 1, 10_000)
+    _range("train.batch_size", t.batch_size, 1, 65_536)
+    _range("train.lr", t.lr, 0.0, 10.0, low_open=True)
+    _range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
+    _choice("train.augment", t.augment, AUGMENT_POLICIES)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _range("eval.batch_size", p.eval.batch_size, 1, 65_536)
+    a = p.adapt
+    _range("adapt.shots", a.shots, 1, 100_000)
+    _range("adapt.epochs", a.epochs, 1, 10_000)
+    _range("adapt.lr", a.lr, 0.0, 10.0, low_open=True)
+    _range("adapt.batch_size", a.batch_size, 1, 65_536)
+    _choice("adapt.augment", a.augment, AUGMENT_POLICIES)
+
+
+def _choice(name: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ParamError(f"{name}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _range(name: str, value: float, low: float, high: float, *, low_open: bool = False) -> None:
+    if value < low or value > high or (low_open and value == low):
+        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
+        raise ParamError(f"{name}={value!r} is out of range {bound}")
+
+
+def _build(cls: type, raw: object, prefix: str):
+    """Build dataclass `cls` from a YAML mapping, rejecting unknown keys and wrong types."""
+    where = prefix.rstrip(".") or "params.yaml"
+    if not isinstance(raw, dict):
+        raise ParamError(f"{where} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ParamError(f"unknown param {prefix}{unknown[0]}; known here: {', '.join(sorted(known))}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        name, hint, value = prefix + f.name, hints[f.name], raw[f.name]
+        if dataclasses.is_dataclass(hint):
+            values[f.name] = _merge(getattr(cls(), f.name), hint, value, name)
+        else:
+            values[f.name] = _coerce(name, hint, value)
+    return cls(**values)
+
+
+def _merge(default: object, hint: type, value: object, name: str):
+    """Nested section: keys missing from YAML keep the section's own default."""
+    built = _build(hint, value, name + ".")
+    given = {k: getattr(built, k) for k in value}  # type: ignore[union-attr]
+    return dataclasses.replace(default, **given)
+
+
+def _coerce(name: str, hint: object, value: object):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ParamError(f"{name} must be a mapping, got {value!r}")
+        if args and args[1] is int:
+            return {str(k): _coerce(f"{name}.{k}", int, v) for k, v in value.items()}
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParamError(f"{name} must be true or false, got {value!r}")
+        return value
+    if hint in (int, float):
+        try:
+            number = float(value) if isinstance(value, str) else value  # YAML 1.1 reads 1e-3 as a string
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise TypeError
+            if hint is int and float(number) != int(number):
+                raise TypeError
+            return hint(number)
+        except (TypeError, ValueError):
+            raise ParamError(f"{name} must be {'an integer' if hint is int else 'a number'}, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParamError(f"{name} must be a string, got {value!r}")
+        return value
+    return value

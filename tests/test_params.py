@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from emopipe.params import ParamError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path, override: dict) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for dotted, value in override.items():
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_repo_params_load():
+    p = load_params(REPO / "params.yaml")
+    assert p.model == "small"
+    assert p.shift.synthetic_domain == "shift"
+    assert abs(p.split.train + p.split.val + p.split.test - 1) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ({"model": "resnet9000"}, "model='resnet9000' is not a registered model"),
+        ({"split.train": 0.8}, "split.train + split.val + split.test"),
+        ({"train.augment": "heavy"}, "train.augment='heavy'"),
+        ({"train.epochs": "ten"}, "train.epochs must be an integer"),
+        ({"train.epoch": 3}, "unknown param train.epoch"),
+        ({"data.source": "web"}, "data.source='web'"),
+        ({"data.source": "folder"}, "data.folder must be set"),
+        ({"input.channels": 2}, "input.channels=2"),
+        ({"train.class_weights": "yes"}, "train.class_weights must be true or false"),
+    ],
+)
+def test_bad_params_name_the_param(tmp_path, override, needle):
+    with pytest.raises(ParamError) as err:
+        load_params(write(tmp_path, override))
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml11_exponent_strings_are_numbers(tmp_path):
+    assert load_params(write(tmp_path, {"train.lr": "1e-4"})).train.lr == pytest.approx(1e-4)
+
+
+def test_missing_keys_keep_section_defaults(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("shift: {source: synthetic, synthetic_counts: {happy: 3}}\ndata: {synthetic_counts: {happy: 3}}\n")
+    p = load_params(path)
+    assert p.shift.synthetic_domain == "shift" and p.data.synthetic_domain == "source"

@@ -1,0 +1,58 @@
+"""Stage scripts: --help works, and bad params end in one line naming the param (exit 2)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = sorted(p.stem for p in (REPO / "stages").glob("*.py"))
+
+
+def stage(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_help(name):
+    done = stage(name, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "section, key, value, needle",
+    [
+        (None, "model", "vgg99", "model='vgg99' is not a registered model"),
+        ("split", "train", 0.9, "they must sum to 1"),
+        ("adapt", "shots", 0, "adapt.shots=0 is out of range"),
+    ],
+)
+def test_bad_params_fail_in_one_line(tmp_path, section, key, value, needle):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    (params[section] if section else params)[key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage("train", "--params", str(tmp_path / "params.yaml"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and needle in done.stderr
+
+
+def test_shots_larger_than_a_class_name_the_param(tmp_path):
+    """k larger than a class of the shift domain: found by the split stage, which knows the counts."""
+    import pandas as pd
+
+    for domain, n in (("main", 30), ("shift", 4)):
+        folder = tmp_path / "raw" / domain
+        folder.mkdir(parents=True)
+        labels = ["happy", "sad"] * (n // 2)
+        pd.DataFrame({"image": [f"{domain}{i}.jpg" for i in range(n)], "label": labels,
+                      "sha256": [f"{domain}{i}" for i in range(n)], "phash": [f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(n)]}).to_csv(folder / "manifest.csv", index=False)
+        pd.DataFrame({"source": [], "reason": []}).to_csv(folder / "rejects.csv", index=False)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["adapt"]["shots"] = 5
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = stage("split", "--params", str(tmp_path / "params.yaml"), "--raw", str(tmp_path / "raw"),
+                 "--out", str(tmp_path / "split"), "--metrics", str(tmp_path / "data.json"))
+    assert done.returncode == 2 and "adapt.shots=5 is too large for class" in done.stderr
+    assert not (tmp_path / "split").exists()

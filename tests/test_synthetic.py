@@ -1,0 +1,86 @@
+"""Tests for the procedural face generator (tiny images, a few seconds)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from emopipe.data.synthetic import CLASSES, DEFAULT_COUNTS, DOMAINS, generate
+
+SIZE = 64
+FOUR_EACH = {c: 4 for c in CLASSES}
+
+
+def _gen(path: Path, counts=FOUR_EACH, **kw) -> Path:
+    generate(path, counts, size=SIZE, progress=False, **kw)
+    return path
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*.jpg"))}
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    return _gen(tmp_path_factory.mktemp("source"))
+
+
+def test_public_constants():
+    assert set(DEFAULT_COUNTS) == set(CLASSES) and len(CLASSES) == 6
+    assert sum(DEFAULT_COUNTS.values()) == 1148
+    assert DOMAINS == ("source", "shift")
+
+
+def test_layout_and_format(source, tmp_path):
+    assert sorted(p.name for p in source.iterdir()) == sorted(CLASSES)
+    for c in CLASSES:
+        assert sorted(p.name for p in (source / c).iterdir()) == [f"{c}_{i:04d}.jpg" for i in range(4)]
+    with Image.open(source / "happy" / "happy_0000.jpg") as im:
+        assert (im.format, im.mode, im.size) == ("JPEG", "RGB", (SIZE, SIZE))
+    assert generate(tmp_path, {"sad": 2, "fear": 1}, size=SIZE, progress=False) == 3
+
+
+def test_same_seed_same_bytes_other_seed_differs(source, tmp_path):
+    assert _files(_gen(tmp_path / "again")) == _files(source)
+    other = _files(_gen(tmp_path / "seed1", seed=1))
+    assert all(other[k] != v for k, v in _files(source).items())
+
+
+def test_each_image_independent_of_other_counts(source, tmp_path):
+    alone = _gen(tmp_path, {"happy": 3})
+    assert _files(alone) == {k: v for k, v in _files(source).items() if k.startswith("happy") and not k.endswith("3.jpg")}
+
+
+def test_unknown_class_and_domain_raise(tmp_path):
+    with pytest.raises(ValueError, match="surprise.*happy"):
+        generate(tmp_path, {"surprise": 1}, progress=False)
+    with pytest.raises(ValueError, match="target"):
+        generate(tmp_path, FOUR_EACH, domain="target", progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+def _stats(root: Path) -> np.ndarray:
+    """Per image: contrast (pixel std) and sharpness (mean absolute Laplacian)."""
+    rows = []
+    for p in sorted(root.rglob("*.jpg")):
+        g = Image.open(p).convert("L")
+        lap = np.asarray(g.filter(ImageFilter.Kernel((3, 3), [0, 1, 0, 1, -4, 1, 0, 1, 0], 1, 128)), float) - 128
+        rows.append((np.asarray(g, float).std(), np.abs(lap).mean()))
+    return np.array(rows)
+
+
+def test_shift_domain_is_blurrier_and_flatter(source, tmp_path):
+    src, sh = _stats(source), _stats(_gen(tmp_path, domain="shift"))
+    assert sh[:, 0].mean() < 0.8 * src[:, 0].mean()  # lower contrast
+    assert sh[:, 1].mean() < 0.6 * src[:, 1].mean()  # less fine detail
+
+
+def test_label_noise_changes_only_some_images(source, tmp_path):
+    counts = {c: 10 for c in CLASSES}
+    clean = _files(_gen(tmp_path / "clean", counts, label_noise=0.0))
+    noisy = _files(_gen(tmp_path / "noisy", counts, label_noise=0.5))
+    always = _files(_gen(tmp_path / "always", counts, label_noise=1.0))
+    changed = sum(clean[k] != noisy[k] for k in clean)
+    assert 0 < changed < len(clean)
+    assert all(clean[k] != always[k] for k in clean)
