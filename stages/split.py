@@ -6,7 +6,8 @@ import typer
 
 from emopipe.cli import run
 from emopipe.data.dedup import duplicate_groups
-from emopipe.data.split import count_table, stratified_group_split, take_shots
+from emopipe.data.report import data_report
+from emopipe.data.split import stratified_group_split, take_shots
 from emopipe.io import atomic_path, write_csv, write_json
 from emopipe.params import ParamError, load_params
 
@@ -20,13 +21,14 @@ def _groups(frame: pd.DataFrame, distance: int):
 @app.command()
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
-    raw: Path = typer.Option(Path("data/raw"), help="download stage output"),
+    faces: Path = typer.Option(Path("data/faces"), help="faces stage output (manifests)"),
+    raw: Path = typer.Option(Path("data/raw"), help="download stage output (rejects reports)"),
     out: Path = typer.Option(Path("data/split"), help="output folder"),
     metrics: Path = typer.Option(Path("metrics/data.json"), help="data metrics file"),
 ) -> None:
     p = load_params(params)
-    main_set = pd.read_csv(raw / "main" / "manifest.csv")
-    shift_set = pd.read_csv(raw / "shift" / "manifest.csv")
+    main_set = pd.read_csv(faces / "main" / "manifest.csv")
+    shift_set = pd.read_csv(faces / "shift" / "manifest.csv")
     stray = sorted(set(shift_set["label"]) - set(main_set["label"]))
     if stray:
         raise ParamError(f"shift domain classes {stray} are not in the main domain ({sorted(main_set['label'].unique())}); fix shift.* so its folders use the same class names")
@@ -43,15 +45,10 @@ def main(
             write_csv(tmp / f"{name}.csv", main_set[main_set["split"] == name])
         for name in ("adapt", "eval"):
             write_csv(tmp / f"shift_{name}.csv", shift_set[shift_set["split"] == name])
-    rejects = {d: pd.read_csv(raw / d / "rejects.csv") for d in ("main", "shift")}
-    write_json(metrics, {
-        "classes": len(main_set["label"].unique()),
-        "images": {"main": len(main_set), "shift": len(shift_set)},
-        "near_duplicates": {"main": int(len(main_set) - main_set["group"].nunique()), "shift": int(len(shift_set) - shift_set["group"].nunique())},
-        "rejected": {d: {"total": len(r), **r["reason"].str.split(":").str[0].value_counts().sort_index().to_dict()} for d, r in rejects.items()},
-        "counts": count_table(main_set),
-        "shift_counts": count_table(shift_set),
-    })
+    domains = ("main", "shift")
+    rejects = {d: pd.read_csv(raw / d / "rejects.csv") for d in domains}
+    drops = {d: pd.read_csv(faces / d / "drops.csv") for d in domains}
+    write_json(metrics, data_report(main_set, shift_set, rejects, drops))
     typer.echo(main_set.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())
 
 

@@ -49,10 +49,11 @@ def test_shots_larger_than_a_class_name_the_param(tmp_path):
         pd.DataFrame({"image": [f"{domain}{i}.jpg" for i in range(n)], "label": labels,
                       "sha256": [f"{domain}{i}" for i in range(n)], "phash": [f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(n)]}).to_csv(folder / "manifest.csv", index=False)
         pd.DataFrame({"source": [], "reason": []}).to_csv(folder / "rejects.csv", index=False)
+        pd.DataFrame({"image": [], "label": [], "reason": []}).to_csv(folder / "drops.csv", index=False)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["adapt"]["shots"] = 5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    done = stage("split", "--params", str(tmp_path / "params.yaml"), "--raw", str(tmp_path / "raw"),
+    done = stage("split", "--params", str(tmp_path / "params.yaml"), "--raw", str(tmp_path / "raw"), "--faces", str(tmp_path / "raw"),
                  "--out", str(tmp_path / "split"), "--metrics", str(tmp_path / "data.json"))
     assert done.returncode == 2 and "adapt.shots=5 is too large for class" in done.stderr
     assert not (tmp_path / "split").exists()

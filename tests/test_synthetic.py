@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from emopipe.data.synthetic import CLASSES, DEFAULT_COUNTS, DOMAINS, generate
 
@@ -61,19 +61,21 @@ def test_unknown_class_and_domain_raise(tmp_path):
 
 
 def _stats(root: Path) -> np.ndarray:
-    """Per image: contrast (pixel std) and sharpness (mean absolute Laplacian)."""
+    """Per image: edge energy at half resolution (sharpness, with pixel noise averaged out)
+    and warmth (mean red minus mean blue)."""
     rows = []
     for p in sorted(root.rglob("*.jpg")):
-        g = Image.open(p).convert("L")
-        lap = np.asarray(g.filter(ImageFilter.Kernel((3, 3), [0, 1, 0, 1, -4, 1, 0, 1, 0], 1, 128)), float) - 128
-        rows.append((np.asarray(g, float).std(), np.abs(lap).mean()))
+        rgb = np.asarray(Image.open(p), float)
+        half = np.asarray(Image.open(p).convert("L").resize((SIZE // 2, SIZE // 2), Image.Resampling.BOX), float)
+        edges = np.abs(np.diff(half, axis=0)).mean() + np.abs(np.diff(half, axis=1)).mean()
+        rows.append((edges, rgb[..., 0].mean() - rgb[..., 2].mean()))
     return np.array(rows)
 
 
-def test_shift_domain_is_blurrier_and_flatter(source, tmp_path):
+def test_shift_domain_is_blurrier_and_warmer(source, tmp_path):
     src, sh = _stats(source), _stats(_gen(tmp_path, domain="shift"))
-    assert sh[:, 0].mean() < 0.8 * src[:, 0].mean()  # lower contrast
-    assert sh[:, 1].mean() < 0.6 * src[:, 1].mean()  # less fine detail
+    assert sh[:, 0].mean() < 0.8 * src[:, 0].mean()
+    assert sh[:, 1].mean() > src[:, 1].mean() + 20
 
 
 def test_label_noise_changes_only_some_images(source, tmp_path):

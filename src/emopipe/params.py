@@ -40,6 +40,16 @@ class SourceParams:
 
 
 @dataclass(frozen=True)
+class FacesParams:
+    """Face detection and cropping between download and split."""
+
+    enabled: bool = False
+    margin: float = 0.25  # added on every side of the detected box, as a fraction of its size
+    size: int = 160  # side of the square crop
+    no_face: str = "keep"  # keep (centre crop) | drop (reported in data/faces/<domain>/drops.csv)
+
+
+@dataclass(frozen=True)
 class SplitParams:
     train: float = 0.70
     val: float = 0.15
@@ -55,14 +65,14 @@ class OversampleParams:
 
 @dataclass(frozen=True)
 class InputParams:
-    size: int = 96
+    size: int = 64
     channels: int = 3
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 20
-    batch_size: int = 64
+    epochs: int = 30
+    batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
@@ -93,6 +103,7 @@ class Params:
     model_args: dict[str, typing.Any] = field(default_factory=dict)
     data: SourceParams = SourceParams()
     shift: SourceParams = SourceParams(synthetic_domain="shift")
+    faces: FacesParams = FacesParams()
     split: SplitParams = SplitParams()
     oversample: OversampleParams = OversampleParams()
     input: InputParams = InputParams()
@@ -126,6 +137,9 @@ def validate(p: Params) -> None:
         if any(n < 1 for n in src.synthetic_counts.values()):
             raise ParamError(f"{name}.synthetic_counts must be positive, got {src.synthetic_counts}")
         _range(f"{name}.label_noise", src.label_noise, 0.0, 1.0)
+    _range("faces.margin", p.faces.margin, 0.0, 2.0)
+    _range("faces.size", p.faces.size, 16, 2048)
+    _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))
     s = p.split
     for key in ("train", "val", "test"):
         _range(f"split.{key}", getattr(s, key), 0.0, 1.0, low_open=True)

@@ -44,7 +44,8 @@ def download(handle: str, *, sub_path: str | None = None) -> Path:
     try:
         parsed = parse_dataset_handle(handle)
     except ValueError:
-        raise SourceError(f"invalid Kaggle dataset handle {handle!r}: use owner/name or owner/name/versions/N") from None
+        msg = f"invalid Kaggle dataset handle {handle!r}: use owner/name or owner/name/versions/N"
+        raise SourceError(msg) from None
 
     try:
         root = Path(kagglehub.dataset_download(handle))

@@ -47,7 +47,7 @@ class Expression:
     brow_height: float = 0.0  # + raised, - lowered
     brow_tilt: float = 0.0  # + inner ends pulled down into a frown "V"
     inner_brow: float = 0.0  # + inner ends raised (the oblique brows of worry)
-    eye_open: float = 0.0  # + wide open, - squint, -1.5 shut
+    eye_open: float = 0.0  # + wide open, - squint, below about -1.35 shut
     mouth_curve: float = 0.0  # + corners up (smile), - corners down
     mouth_open: float = 0.0  # 0 closed .. 1 wide open
     mouth_width: float = 0.0  # + stretched sideways, - narrowed
@@ -64,12 +64,12 @@ PROTOTYPES: dict[str, Expression] = {
     "fear": E(brow_height=0.8, inner_brow=0.7, eye_open=1.0, mouth_curve=-0.2, mouth_open=0.55, mouth_width=0.7),
     "anger": E(brow_height=-0.8, brow_tilt=1.0, eye_open=-0.2, mouth_curve=-0.3, mouth_width=-0.2, nose_wrinkle=0.2, lip_press=1.0),
     "disgust": E(brow_height=-0.5, brow_tilt=0.5, eye_open=-0.3, mouth_curve=-0.4, mouth_open=0.1, nose_wrinkle=0.9, cheek_raise=0.3, upper_lip=0.9),
-    "pain": E(brow_height=-0.6, brow_tilt=0.4, inner_brow=0.3, eye_open=-1.0, mouth_curve=-0.2, mouth_open=0.45, mouth_width=0.6, nose_wrinkle=0.8, cheek_raise=0.6, upper_lip=0.4),
+    "pain": E(brow_height=-0.6, brow_tilt=0.4, inner_brow=0.3, eye_open=-1.4, mouth_curve=-0.2, mouth_open=0.45, mouth_width=0.6, nose_wrinkle=0.8, cheek_raise=0.6, upper_lip=0.4),
 }
 # Per-image Gaussian jitter around the (intensity-scaled) prototype, in the same units.
 JITTER = E(brow_height=0.3, brow_tilt=0.25, inner_brow=0.25, eye_open=0.3, mouth_curve=0.3, mouth_open=0.15,
            mouth_width=0.25, nose_wrinkle=0.2, cheek_raise=0.2, lip_press=0.2, upper_lip=0.2)
-INTENSITY = (0.5, 1.1)  # expressions range from subtle to exaggerated
+INTENSITY = (0.6, 1.2)  # expressions range from subtle to exaggerated
 
 
 def sample_expression(label: str, rng: np.random.Generator) -> Expression:
@@ -165,7 +165,7 @@ def sample_face(expr: Expression, style: Domain, rng: np.random.Generator) -> Fa
         nose=rng.uniform(0.85, 1.2),
         age=age,
         angle=rng.uniform(-15, 15),
-        scale=rng.uniform(0.85, 1.1),
+        scale=rng.uniform(0.88, 1.08),
         shift=(rng.uniform(-0.06, 0.06), rng.uniform(-0.05, 0.05)),
         occluder=OCCLUDERS[rng.integers(len(OCCLUDERS))] if rng.random() < OCCLUSION_RATE else None,
     )
@@ -207,10 +207,10 @@ def draw_face(face: Face, rng: np.random.Generator, size: int) -> Image.Image:
     background. `rng` only adds small details (hair strands, occluder layout).
     """
     s = 2 * size
-    c = _Canvas(s)
-    H = 0.30 * s
+    c = _Canvas(2 * s)  # room around the face, so that posing never pulls in a canvas edge
+    H = 0.40 * s
     W = face.width * H
-    cx, cy = s / 2, s / 2 + 0.03 * s
+    cx, cy = s, s + 0.04 * s
     x = face.expr
     shade = _lerp(face.skin, (0, 0, 0), 0.35)  # wrinkles and folds
 
@@ -218,7 +218,7 @@ def draw_face(face: Face, rng: np.random.Generator, size: int) -> Image.Image:
     ye = cy - 0.12 * H
     _draw_brows(c, face, cx, ye, H, shade)
     _draw_eyes(c, face, cx, ye, H, shade, rng)
-    mw = 0.25 * H * (1 + 0.3 * x.mouth_width + 0.1 * max(0.0, x.mouth_curve))
+    mw = 0.28 * H * (1 + 0.3 * x.mouth_width + 0.1 * max(0.0, x.mouth_curve))
     ym = cy + 0.5 * H
     _draw_nose(c, face, cx, ye, cy + 0.22 * H, ym, mw, H, shade)
     _draw_mouth(c, face, cx, ym, mw, H, shade, rng)
@@ -253,13 +253,13 @@ def _draw_brows(c: _Canvas, face: Face, cx, ye, H, shade) -> None:
     """Brows plus the forehead and frown lines that their movements create."""
     x = face.expr
     d = c.d
-    brow = _lerp(face.hair, (20, 15, 12), 0.4)
-    yb = ye - 0.25 * H - 0.12 * H * x.brow_height
+    brow = _lerp(face.hair, (20, 15, 12), 0.6)
+    yb = ye - 0.27 * H - 0.15 * H * x.brow_height
     v = np.linspace(0, 1, 12)  # 0 inner end .. 1 outer end
-    inner_dy = 0.10 * H * x.brow_tilt - 0.11 * H * x.inner_brow
+    inner_dy = 0.13 * H * x.brow_tilt - 0.14 * H * x.inner_brow
     outer_dy = -0.03 * H * x.brow_tilt + 0.03 * H * x.inner_brow
     ys = yb - 0.05 * H * 4 * v * (1 - v) + inner_dy * (1 - v) ** 1.5 + outer_dy * v
-    half = 0.025 * H * (1 - 0.4 * v)
+    half = 0.045 * H * (1 - 0.4 * v)
     for side in (-1, 1):
         xs = cx + side * (face.eye_spacing * H + (v - 0.45) * 0.38 * H)
         d.polygon(_pts(xs, ys - half) + _pts(xs[::-1], (ys + half)[::-1]), fill=brow)
@@ -278,26 +278,25 @@ def _draw_eyes(c: _Canvas, face: Face, cx, ye, H, shade, rng) -> None:
     """Almond eyes whose lids open, squint or shut; raised cheeks push the lower lids up."""
     x = face.expr
     d = c.d
-    ew, eh = 0.15 * H, 0.075 * H
+    ew, eh = 0.18 * H, 0.095 * H
     o = min(1.9, max(0.0, 1 + 0.65 * x.eye_open))
     up, lo = eh * o, eh * o * 0.85 * (1 - 0.45 * min(1.0, max(0.0, x.cheek_raise)))
     u = np.linspace(-1, 1, 15)
     env = (1 - u**2) ** 0.9
     gaze = rng.uniform(-0.03, 0.03) * H
     squint = 0.8 * max(0.0, -x.eye_open) + 0.6 * max(0.0, x.cheek_raise) + 0.5 * face.age
-    eyes = Image.new("RGB", c.img.size, (238, 234, 228))
-    ed = ImageDraw.Draw(eyes)
-    mask = Image.new("L", c.img.size, 0)
-    md = ImageDraw.Draw(mask)
     for side in (-1, 1):
         ex = cx + side * face.eye_spacing * H
         xs = ex + ew * u
         if up > 0.012 * H:
-            md.polygon(_pts(xs, ye - up * env) + _pts(xs[::-1], (ye + lo * env)[::-1]), fill=255)
-            ri, ix = 0.07 * H, ex + gaze
-            ed.ellipse((ix - ri, ye - ri, ix + ri, ye + ri), fill=face.iris)
-            ed.ellipse((ix - 0.45 * ri, ye - 0.45 * ri, ix + 0.45 * ri, ye + 0.45 * ri), fill=(10, 8, 8))
-            ed.ellipse((ix + 0.2 * ri, ye - 0.5 * ri, ix + 0.45 * ri, ye - 0.25 * ri), fill=(250, 250, 250))
+            # sclera and iris, then skin above and below the lids hides what the lids cover
+            ri, ix = 0.085 * H, ex + gaze
+            d.polygon(_pts(xs, ye - up * env) + _pts(xs[::-1], (ye + lo * env)[::-1]), fill=(238, 234, 228))
+            d.ellipse((ix - ri, ye - ri, ix + ri, ye + ri), fill=face.iris)
+            d.ellipse((ix - 0.45 * ri, ye - 0.45 * ri, ix + 0.45 * ri, ye + 0.45 * ri), fill=(10, 8, 8))
+            d.ellipse((ix + 0.2 * ri, ye - 0.5 * ri, ix + 0.45 * ri, ye - 0.25 * ri), fill=(250, 250, 250))
+            d.polygon(_pts(xs, ye - up * env) + [(xs[-1], ye - max(up, ri) - 2), (xs[0], ye - max(up, ri) - 2)], fill=face.skin)
+            d.polygon(_pts(xs, ye + lo * env) + [(xs[-1], ye + max(lo, ri) + 2), (xs[0], ye + max(lo, ri) + 2)], fill=face.skin)
         # upper lid line and lid crease; a shut eye is just a curved lid line
         d.line(_pts(xs, ye - up * env + (0.02 * H * env if up <= 0.012 * H else 0)), fill=(35, 25, 25), width=max(1, int(0.025 * H)))
         d.line(_pts(xs, ye - up * env - 0.05 * H * env), fill=_ink(shade, 0.35), width=max(1, int(0.012 * H)))
@@ -311,7 +310,6 @@ def _draw_eyes(c: _Canvas, face: Face, cx, ye, H, shade, rng) -> None:
         d.line(_pts(ex + 0.8 * ew * cu + side * 0.03 * H, ye + 0.15 * H - 0.05 * H * (1 - cu**2) - 0.03 * H * cheek),
                fill=_ink(shade, 0.15 + 0.45 * cheek), width=max(1, int(0.014 * H)))
         d.ellipse((ex - 0.13 * H, ye + 0.22 * H, ex + 0.13 * H, ye + 0.40 * H), fill=_ink((200, 60, 60), 0.06 + 0.14 * cheek))
-    c.img.paste(eyes, (0, 0), mask)
 
 
 def _draw_nose(c: _Canvas, face: Face, cx, ye, yn, ym, mw, H, shade) -> None:
@@ -321,7 +319,7 @@ def _draw_nose(c: _Canvas, face: Face, cx, ye, yn, ym, mw, H, shade) -> None:
     wrinkle = min(1.2, max(0.0, x.nose_wrinkle))
     yn -= 0.03 * H * wrinkle
     nw = 0.10 * H * face.nose
-    lw = max(1, int(0.016 * H))
+    lw = max(1, int(0.022 * H))
     d.line([(cx + 0.04 * H, ye), (cx + 0.07 * H * face.nose, yn - 0.06 * H)], fill=_ink(shade, 0.3), width=lw)
     u = np.linspace(-1, 1, 11)
     d.line(_pts(cx + nw * u, yn + 0.03 * H * (1 - u**2)), fill=_ink(shade, 0.45), width=lw)
@@ -345,12 +343,12 @@ def _draw_mouth(c: _Canvas, face: Face, cx, ym, mw, H, shade, rng) -> None:
     x = face.expr
     d = c.d
     curve = min(1.3, max(-1.2, x.mouth_curve))
-    gap = 0.22 * H * min(1.2, max(0.0, x.mouth_open))
-    snarl = 0.07 * H * min(1.2, max(0.0, x.upper_lip))
+    gap = 0.32 * H * min(1.2, max(0.0, x.mouth_open))
+    snarl = 0.09 * H * min(1.2, max(0.0, x.upper_lip))
     press = min(1.0, max(0.0, x.lip_press))
     u = np.linspace(-1, 1, 21)
     env = (1 - u**2) ** 0.6
-    line = ym + 0.035 * H * curve - 0.13 * H * curve * u**2
+    line = ym + 0.04 * H * curve - 0.16 * H * curve * u**2
     lean = rng.choice((-1, 1)) * 0.4  # a snarl lifts one side more
     up_in = line - 0.3 * gap * env - snarl * env * (1 + lean * u)
     lo_in = line + 0.7 * gap * env
@@ -359,7 +357,7 @@ def _draw_mouth(c: _Canvas, face: Face, cx, ym, mw, H, shade, rng) -> None:
     xs = cx + mw * u
     d.polygon(_pts(xs, up_out) + _pts(xs[::-1], lo_out[::-1]), fill=face.lips)
     if (lo_in - up_in).max() > 0.02 * H:
-        d.polygon(_pts(xs, up_in) + _pts(xs[::-1], lo_in[::-1]), fill=(70, 25, 30))
+        d.polygon(_pts(xs, up_in) + _pts(xs[::-1], lo_in[::-1]), fill=(40, 10, 15))
         teeth = (240, 236, 225)
         up_teeth = np.minimum(up_in + 0.05 * H * env, lo_in)
         d.polygon(_pts(xs, up_in) + _pts(xs[::-1], up_teeth[::-1]), fill=teeth)
@@ -416,13 +414,14 @@ def _draw_occluder(c: _Canvas, face: Face, cx, ye, ym, W, H, rng) -> None:
 
 
 def _pose(im: Image.Image, face: Face, s: int) -> Image.Image:
-    """Rotate, scale and shift about the canvas centre."""
+    """Rotate, scale and shift the face canvas into an s x s image centred on the face."""
     a = math.radians(face.angle)
     cos, sin = math.cos(a) / face.scale, math.sin(a) / face.scale
     tx, ty = s / 2 + face.shift[0] * s, s / 2 + face.shift[1] * s
+    c = im.size[0] / 2
     # PIL maps each output pixel back to an input pixel: the inverse transform.
-    coeffs = (cos, sin, s / 2 - cos * tx - sin * ty, -sin, cos, s / 2 + sin * tx - cos * ty)
-    return im.transform(im.size, Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR)
+    coeffs = (cos, sin, c - cos * tx - sin * ty, -sin, cos, c + sin * tx - cos * ty)
+    return im.transform((s, s), Image.Transform.AFFINE, coeffs)  # nearest: edges are aliased anyway until the 2x downsample
 
 
 # ---------------------------------------------------------------------------
@@ -437,9 +436,8 @@ def draw_background(style: Domain, rng: np.random.Generator, s: int) -> Image.Im
         return tuple(int(255 * v) for v in colorsys.hsv_to_rgb(h, rng.uniform(0, sat), rng.uniform(val, 1.0)))
 
     a, b = np.array(colour(0.5, 0.3), float), np.array(colour(0.5, 0.3), float)
-    t = np.linspace(0, 1, s)[:, None, None]
-    grad = a + (b - a) * t
-    img = Image.fromarray(np.broadcast_to(grad, (s, s, 3)).astype(np.uint8))
+    grad = a + (b - a) * np.linspace(0, 1, s)[:, None, None]
+    img = Image.fromarray(grad.astype(np.uint8)).resize((s, s), Image.Resampling.NEAREST)
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.ROTATE_90)
     d = ImageDraw.Draw(img, "RGBA")
@@ -452,7 +450,7 @@ def draw_background(style: Domain, rng: np.random.Generator, s: int) -> Image.Im
         x0, y0 = rng.uniform(0, s, 2)
         w, h = rng.uniform(0.05, 0.4, 2) * s
         shape = ("ellipse", "rectangle")[rng.integers(2)]
-        getattr(d, shape)((x0, y0, x0 + w, y0 + h), fill=_ink(colour(0.8, 0.2), rng.uniform(0.3, 0.9)))
+        getattr(d, shape)((x0, y0, x0 + w, y0 + h), fill=_ink(colour(0.4, 0.3), rng.uniform(0.15, 0.5)))
     return img
 
 

@@ -1,0 +1,165 @@
+"""Predict the emotion in new photos with a trained checkpoint.
+
+    python -m emopipe.predict photo.jpg --model models/model.pt
+    python -m emopipe.predict photos/ --model models/model.pt --csv predictions.csv --top 3
+
+Each photo is decoded like intake does, cropped to its largest face like the faces stage
+does (a centre crop when none is found, or always with --no-faces), and resized to the
+checkpoint's input size. Files that cannot be decoded get an error row and do not stop the
+run. Exit status: 0 when at least one photo was predicted, 1 when none was, 2 for usage errors.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import typer
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from emopipe.checkpoint import load_checkpoint
+from emopipe.data.faces import FaceDetector, crop_face
+from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
+from emopipe.data.store import square_resize
+from emopipe.evaluate import predict_proba
+from emopipe.io import atomic_path, write_csv
+from emopipe.runtime import select_runtime
+
+COLUMNS = ["file", "face_found", "face_box", "label", "probability", "error"]  # then one p_<class> per class
+_CHUNK = 256  # photos decoded at a time: bounds memory on large folders
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def find_images(target: Path) -> tuple[list[Path], int]:
+    """(image files to predict, number of other files skipped).
+
+    A file is taken as it is, whatever its suffix; a folder is walked recursively for files
+    with an image suffix (any case), skipping hidden files and folders.
+    """
+    if target.is_file():
+        return [target], 0
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    images = [
+        p for p in files
+        if p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") for part in p.relative_to(target).parts)
+    ]
+    return images, len(files) - len(images)
+
+
+def predict_files(paths: list[Path], model_path: Path, *, faces: bool = True) -> pd.DataFrame:
+    """One row per path (COLUMNS, then ``p_<class>``); unreadable files get an ``error`` and no label.
+
+    ``face_found`` is NA when detection was skipped (``faces=False``) or the file is unreadable.
+    """
+    runtime = select_runtime("auto")
+    model, meta = load_checkpoint(model_path, runtime.device)
+    spec, classes = meta["input"], meta["classes"]
+    detector = FaceDetector() if faces else None
+    rows = []
+    for start in range(0, len(paths), _CHUNK):
+        prepared = [_prepare(Path(path), spec, detector) for path in paths[start : start + _CHUNK]]
+        inputs = [pixels for _, pixels in prepared if pixels is not None]
+        probs = iter(predict_proba(model, torch.stack(inputs), spec, runtime) if inputs else ())
+        for row, pixels in prepared:
+            p = next(probs) if pixels is not None else np.full(len(classes), np.nan)
+            label = classes[int(p.argmax())] if pixels is not None else ""
+            rows.append({**row, "label": label, "probability": float(p.max()), **{f"p_{c}": float(v) for c, v in zip(classes, p)}})
+    frame = pd.DataFrame(rows, columns=COLUMNS + [f"p_{c}" for c in classes])
+    frame["face_found"] = frame["face_found"].astype("boolean")
+    return frame
+
+
+def _prepare(path: Path, spec: dict, detector: FaceDetector | None) -> tuple[dict, torch.Tensor | None]:
+    """(the row's file, face and error fields; the model input, None when the file is unusable)."""
+    row = {"file": str(path), "face_found": pd.NA, "face_box": "", "error": ""}
+    try:
+        image = load_rgb(path)
+    except ImageRejected as err:
+        return {**row, "error": err.reason}, None
+    if detector is not None:
+        found = detector.detect(image)
+        box = found[0] if found else None
+        row.update(face_found=box is not None, face_box=str(box) if box else "")
+        image = crop_face(image, box)
+    return row, _to_tensor(image, spec)
+
+
+def _to_tensor(image: Image.Image, spec: dict) -> torch.Tensor:
+    """C×H×W uint8 at the checkpoint's size and channels, prepared as the pack stage does."""
+    size, channels = spec["size"], spec["channels"]
+    pixels = np.asarray(square_resize(image.convert("L" if channels == 1 else "RGB"), size))
+    return torch.from_numpy(pixels.reshape(size, size, channels).copy()).permute(2, 0, 1)
+
+
+def top_k(frame: pd.DataFrame, k: int) -> list[str]:
+    """Per row, the k most probable classes as "label 0.71, label 0.20"; "" for error rows."""
+    prob_columns = [c for c in frame.columns if c.startswith("p_")]
+    out = []
+    for values in frame[prob_columns].to_numpy(dtype=float):
+        if np.isnan(values).any():
+            out.append("")
+            continue
+        best = np.argsort(-values, kind="stable")[:k]
+        out.append(", ".join(f"{prob_columns[i][2:]} {values[i]:.2f}" for i in best))
+    return out
+
+
+def _table(frame: pd.DataFrame, k: int, folder: Path | None) -> Table:
+    """Files are shown relative to ``folder`` when a folder was given."""
+    table = Table(title=f"predictions for {folder}" if folder else "predictions")
+    table.add_column("file", overflow="fold")
+    table.add_column("face")
+    table.add_column("label")
+    table.add_column("prob", justify="right")
+    table.add_column(f"top {k}")
+    table.add_column("error", overflow="fold")
+    for (_, row), best in zip(frame.iterrows(), top_k(frame, k)):
+        face = "-" if pd.isna(row["face_found"]) else ("yes" if row["face_found"] else "no")
+        prob = "" if row["error"] else f"{row['probability']:.2f}"
+        file = Path(row["file"]).relative_to(folder).as_posix() if folder else row["file"]
+        table.add_row(file, face, row["label"], prob, best, row["error"], style="red" if row["error"] else None)
+    return table
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command(help=__doc__)
+def main(
+    target: Path = typer.Argument(..., help="an image file, or a folder searched recursively for images"),
+    model: Path = typer.Option(Path("models/model.pt"), help="checkpoint from the train or adapt stage"),
+    csv: Path | None = typer.Option(None, help="also write every prediction, with all class probabilities, as CSV"),
+    json_out: Path | None = typer.Option(None, "--json", help="the same as a JSON list of records"),
+    faces: bool = typer.Option(True, help="crop the largest face first; --no-faces centre-crops instead"),
+    top: int = typer.Option(3, min=1, help="number of most probable classes to show per photo"),
+) -> None:
+    if not model.is_file():
+        raise _fail(f"model checkpoint {model} not found: train one (`dvc repro`) or pass --model", 2)
+    if not target.exists():
+        raise _fail(f"{target} does not exist: pass an image file or a folder of images", 2)
+    paths, skipped = find_images(target)
+    if not paths:
+        raise _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {target}", 1)
+
+    frame = predict_files(paths, model, faces=faces)
+    Console().print(_table(frame, top, target if target.is_dir() else None))
+    if csv:
+        write_csv(csv, frame)
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n")
+    predicted = int((frame["error"] == "").sum())
+    note = f"; skipped {skipped} non-image or hidden file(s)" if skipped else ""
+    typer.echo(f"predicted {predicted} of {len(frame)} photo(s), {len(frame) - predicted} unreadable{note}")
+    raise typer.Exit(0 if predicted else 1)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,129 @@
+"""predict: new photos of any format in, a table and CSV/JSON out; bad files never stop the run."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import cbook
+from PIL import Image
+from typer.testing import CliRunner
+
+from emopipe import checkpoint, models
+from emopipe.predict import app, find_images, predict_files
+
+CLASSES = ["a", "b", "c"]
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3))
+    return path
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A real face in PNG, JPEG (upper-case suffix, in a sub-folder), WebP, greyscale; a corrupt JPEG; notes."""
+    folder = tmp_path_factory.mktemp("photos")
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as img:
+        face = img.convert("RGB")
+    face.save(folder / "face.png")
+    (folder / "sub").mkdir()
+    face.save(folder / "sub" / "face.JPG")
+    face.save(folder / "face.webp")
+    face.convert("L").save(folder / "grey.png")
+    Image.new("RGB", (64, 40), (200, 120, 90)).save(folder / "plain.bmp")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / ".hidden.png").write_bytes(b"")
+    return folder
+
+
+def files(folder: Path, *names: str) -> list[Path]:
+    return [folder / name for name in names]
+
+
+def test_find_images_walks_folders_by_suffix(photos):
+    images, skipped = find_images(photos)
+    assert [p.relative_to(photos).as_posix() for p in images] == [
+        "broken.jpg", "face.png", "face.webp", "grey.png", "plain.bmp", "sub/face.JPG"]
+    assert skipped == 2  # notes.txt, .hidden.png
+    assert find_images(photos / "notes.txt") == ([photos / "notes.txt"], 0)
+
+
+def test_predict_files(photos, model_path):
+    paths = files(photos, "face.png", "sub/face.JPG", "face.webp", "grey.png", "plain.bmp", "broken.jpg")
+    frame = predict_files(paths, model_path)
+    assert frame["file"].tolist() == [str(p) for p in paths]
+    assert list(frame.columns) == ["file", "face_found", "face_box", "label", "probability", "error", "p_a", "p_b", "p_c"]
+    ok, bad = frame.iloc[:5], frame.iloc[5]
+    assert (ok["error"] == "").all() and ok["label"].isin(CLASSES).all()
+    probs = ok[["p_a", "p_b", "p_c"]].to_numpy()
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(ok["probability"], probs.max(axis=1))
+    assert ok["face_found"].tolist() == [True, True, True, True, False]
+    assert ok["face_box"].iloc[0] and ok["face_box"].iloc[4] == ""
+    assert bad["error"].startswith("corrupt") and bad["label"] == "" and pd.isna(bad["face_found"])
+    assert np.isnan(bad[["p_a", "p_b", "p_c"]].to_numpy(dtype=float)).all()
+
+
+def test_no_faces_skips_detection(photos, model_path):
+    frame = predict_files(files(photos, "face.png", "sub/face.JPG"), model_path, faces=False)
+    assert frame["face_found"].isna().all() and (frame["face_box"] == "").all()
+    png, jpeg = frame[["p_a", "p_b", "p_c"]].to_numpy()
+    assert np.allclose(png, jpeg, atol=0.02)  # same photo, PNG vs JPEG
+
+
+def test_greyscale_checkpoint(tmp_path, photos):
+    path = tmp_path / "grey.pt"
+    checkpoint.save_checkpoint(path, models.build("small", 2, in_channels=1), "small", {}, ["x", "y"], checkpoint.input_spec(32, 1))
+    frame = predict_files(files(photos, "face.webp"), path)
+    assert frame["label"].iloc[0] in ("x", "y") and frame["p_x"].iloc[0] + frame["p_y"].iloc[0] == pytest.approx(1.0)
+
+
+def test_cli_folder_with_csv_and_json(tmp_path, photos, model_path):
+    csv, js = tmp_path / "out" / "pred.csv", tmp_path / "out" / "pred.json"
+    done = runner.invoke(app, [str(photos), "--model", str(model_path), "--csv", str(csv), "--json", str(js), "--top", "2"])
+    assert done.exit_code == 0, done.output
+    assert "predicted 5 of 6 photo(s), 1 unreadable; skipped 2" in done.output
+    assert "corrupt" in done.output and "top 2" in done.output
+    table = pd.read_csv(csv, keep_default_na=False)
+    assert len(table) == 6 and {"p_a", "p_b", "p_c", "error"} <= set(table.columns)
+    records = json.loads(js.read_text())
+    assert len(records) == 6
+    broken = next(r for r in records if r["file"].endswith("broken.jpg"))
+    assert broken["error"].startswith("corrupt") and broken["p_a"] is None and broken["face_found"] is None
+    good = [r for r in records if not r["error"]]
+    assert all(abs(r["p_a"] + r["p_b"] + r["p_c"] - 1) < 1e-5 for r in good)
+    assert sorted(p.name for p in csv.parent.iterdir()) == ["pred.csv", "pred.json"]  # no temp files left
+
+
+def test_cli_single_file_without_faces(photos, model_path):
+    done = runner.invoke(app, [str(photos / "grey.png"), "--model", str(model_path), "--no-faces"])
+    assert done.exit_code == 0, done.output
+    assert "predicted 1 of 1 photo(s)" in done.output
+
+
+def test_cli_exits_1_when_nothing_could_be_predicted(tmp_path, photos, model_path):
+    done = runner.invoke(app, [str(photos / "broken.jpg"), "--model", str(model_path)])
+    assert done.exit_code == 1
+    assert "predicted 0 of 1" in done.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = runner.invoke(app, [str(empty), "--model", str(model_path)])
+    assert done.exit_code == 1 and "error: no image files" in done.output
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{photos}", "--model", "{tmp}/missing.pt"], "error: model checkpoint"),
+    (["{tmp}/nowhere", "--model", "{model}"], "nowhere does not exist"),
+    (["{photos}", "--model", "{model}", "--top", "0"], "top"),
+    ([], "Missing argument"),
+])
+def test_cli_usage_errors_exit_2(tmp_path, photos, model_path, args, needle):
+    args = [a.format(photos=photos, tmp=tmp_path, model=model_path) for a in args]
+    done = runner.invoke(app, args)
+    assert done.exit_code == 2
+    assert needle in done.output
