@@ -31,7 +31,8 @@ def main(
     threads = configure_threads()
     runtime = select_runtime(p.train.precision)
     train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
-    spec = input_spec(p.input.size, p.input.channels)
+    faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}
+    spec = input_spec(p.input.size, p.input.channels, faces)
     model = build(p.model, len(train_set.classes), p.input.channels, **p.model_args)
     t = p.train
     cfg = FitConfig(t.epochs, t.batch_size, t.lr, t.weight_decay, t.label_smoothing, t.class_weights, t.weighted_sampler, t.augment, p.seed)

@@ -127,3 +127,20 @@ def test_cli_usage_errors_exit_2(tmp_path, photos, model_path, args, needle):
     done = runner.invoke(app, args)
     assert done.exit_code == 2
     assert needle in done.output
+
+
+def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
+    """A checkpoint trained without face cropping is not face-cropped at prediction time."""
+    from emopipe import predict as predict_module
+    from emopipe.checkpoint import input_spec, save_checkpoint
+    from emopipe.models import build
+
+    calls = []
+    monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])
+    Image.new("RGB", (64, 64), (120, 90, 60)).save(tmp_path / "x.png")
+    for enabled, expected in ((False, 0), (True, 1)):
+        path = tmp_path / f"m{enabled}.pt"
+        save_checkpoint(path, build("small", 2), "small", {}, ["a", "b"], input_spec(48, 3, {"enabled": enabled, "margin": 0.2, "size": 96}))
+        calls.clear()
+        frame = predict_module.predict_files([tmp_path / "x.png"], path)
+        assert len(calls) == expected and frame["label"].iloc[0] in ("a", "b")

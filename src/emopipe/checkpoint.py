@@ -12,8 +12,10 @@ from emopipe.models import build
 MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
 
 
-def input_spec(size: int, channels: int) -> dict:
-    return {"size": size, "channels": channels, "mean": [MEAN] * channels, "std": [STD] * channels}
+def input_spec(size: int, channels: int, faces: dict | None = None) -> dict:
+    """Preprocessing a checkpoint expects; `faces` (enabled, margin, size) tells predict how to crop."""
+    spec = {"size": size, "channels": channels, "mean": [MEAN] * channels, "std": [STD] * channels}
+    return spec | ({"faces": dict(faces)} if faces is not None else {})
 
 
 def save_checkpoint(path: Path, model: nn.Module, arch: str, arch_args: dict, classes: list[str], spec: dict) -> None:

@@ -51,14 +51,19 @@ def find_images(target: Path) -> tuple[list[Path], int]:
     return images, len(files) - len(images)
 
 
-def predict_files(paths: list[Path], model_path: Path, *, faces: bool = True) -> pd.DataFrame:
+def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = None) -> pd.DataFrame:
     """One row per path (COLUMNS, then ``p_<class>``); unreadable files get an ``error`` and no label.
 
-    ``face_found`` is NA when detection was skipped (``faces=False``) or the file is unreadable.
+    ``faces=None`` crops faces as the model was trained (the checkpoint's ``input.faces``;
+    on when a checkpoint does not say). ``face_found`` is NA when detection was skipped or
+    the file is unreadable.
     """
     runtime = select_runtime("auto")
     model, meta = load_checkpoint(model_path, runtime.device)
     spec, classes = meta["input"], meta["classes"]
+    trained = spec.get("faces", {})
+    if faces is None:
+        faces = bool(trained.get("enabled", True))
     detector = FaceDetector() if faces else None
     rows = []
     for start in range(0, len(paths), _CHUNK):
@@ -85,7 +90,8 @@ def _prepare(path: Path, spec: dict, detector: FaceDetector | None) -> tuple[dic
         found = detector.detect(image)
         box = found[0] if found else None
         row.update(face_found=box is not None, face_box=str(box) if box else "")
-        image = crop_face(image, box)
+        trained = spec.get("faces", {})  # crop as the training data was cropped
+        image = crop_face(image, box, margin=trained.get("margin", 0.25), size=trained.get("size", 160))
     return row, _to_tensor(image, spec)
 
 
@@ -137,7 +143,7 @@ def main(
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint from the train or adapt stage"),
     csv: Path | None = typer.Option(None, help="also write every prediction, with all class probabilities, as CSV"),
     json_out: Path | None = typer.Option(None, "--json", help="the same as a JSON list of records"),
-    faces: bool = typer.Option(True, help="crop the largest face first; --no-faces centre-crops instead"),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="crop the largest face first (default: as the model was trained)"),
     top: int = typer.Option(3, min=1, help="number of most probable classes to show per photo"),
 ) -> None:
     if not model.is_file():

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm import tqdm
 
-from emopipe.data.intake import load_rgb
+from emopipe.data.intake import load_rgb, unique_name
 from emopipe.io import atomic_path
 
 NO_FACE_POLICIES = ("keep", "drop")
@@ -183,7 +183,7 @@ def crop_folder(
             if not kept[-1]:
                 drops.append((source, label, "no-face"))
                 continue
-            target = tmp / _unique_name(label, Path(source).stem, taken)
+            target = tmp / unique_name(label, Path(source).stem, taken)
             target.parent.mkdir(exist_ok=True)
             if cached:
                 shutil.copyfile(cached.jpeg, target)
@@ -223,16 +223,6 @@ class _CachedCrop:
 
 def _save_jpeg(image: Image.Image, path: Path) -> None:
     image.save(path, "JPEG", quality=_JPEG_QUALITY)
-
-
-def _unique_name(label: str, stem: str, taken: set[str]) -> str:
-    """``<label>/<stem>.jpg``, numbered when two sources share a stem."""
-    rel, n = f"{label}/{stem}.jpg", 1
-    while rel.lower() in taken:  # lower(): stay unique on case-insensitive filesystems
-        n += 1
-        rel = f"{label}/{stem}-{n}.jpg"
-    taken.add(rel.lower())
-    return rel
 
 
 def detection_rates(manifest: pd.DataFrame, drops: pd.DataFrame | None = None) -> dict[str, float]:

@@ -152,7 +152,7 @@ def ingest_folder(
             continue
         sha256 = _pixel_sha256(img)
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-        rel = _unique_name(label, _slug(file.stem), sha256[:8], taken)
+        rel = unique_name(label, f"{_slug(file.stem)}-{sha256[:8]}", taken)  # numbered if a.png + a.bmp share pixels
         (out_dir / label).mkdir(parents=True, exist_ok=True)
         img.save(out_dir / rel, "JPEG", quality=_JPEG_QUALITY)
         rows.append((rel, label, source, sha256, str(imagehash.phash(img)), img.width, img.height))
@@ -290,11 +290,11 @@ def _slug(stem: str) -> str:
     return slug or "image"
 
 
-def _unique_name(label: str, slug: str, sha8: str, taken: set[str]) -> str:
-    """``<label>/<slug>-<sha8>.jpg``, numbered when identical pixels share a stem (e.g. a.png + a.bmp)."""
-    rel, n = f"{label}/{slug}-{sha8}.jpg", 1
+def unique_name(label: str, stem: str, taken: set[str]) -> str:
+    """``<label>/<stem>.jpg``, numbered (``-2``, ...) when the name is taken already."""
+    rel, n = f"{label}/{stem}.jpg", 1
     while rel.lower() in taken:  # lower(): stay unique on case-insensitive filesystems
         n += 1
-        rel = f"{label}/{slug}-{sha8}-{n}.jpg"
+        rel = f"{label}/{stem}-{n}.jpg"
     taken.add(rel.lower())
     return rel
