@@ -17,14 +17,13 @@ import numpy as np
 import pandas as pd
 import torch
 import typer
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from emopipe.checkpoint import load_checkpoint
 from emopipe.data.faces import FaceDetector, crop_face
 from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
-from emopipe.data.store import square_resize
+from emopipe.data.store import to_tensor
 from emopipe.evaluate import predict_proba
 from emopipe.io import atomic_path, write_csv
 from emopipe.runtime import select_runtime
@@ -92,14 +91,7 @@ def _prepare(path: Path, spec: dict, detector: FaceDetector | None) -> tuple[dic
         row.update(face_found=box is not None, face_box=str(box) if box else "")
         trained = spec.get("faces", {})  # crop as the training data was cropped
         image = crop_face(image, box, margin=trained.get("margin", 0.25), size=trained.get("size", 160))
-    return row, _to_tensor(image, spec)
-
-
-def _to_tensor(image: Image.Image, spec: dict) -> torch.Tensor:
-    """C×H×W uint8 at the checkpoint's size and channels, prepared as the pack stage does."""
-    size, channels = spec["size"], spec["channels"]
-    pixels = np.asarray(square_resize(image.convert("L" if channels == 1 else "RGB"), size))
-    return torch.from_numpy(pixels.reshape(size, size, channels).copy()).permute(2, 0, 1)
+    return row, to_tensor(image, spec["size"], spec["channels"])  # as the pack stage does
 
 
 def top_k(frame: pd.DataFrame, k: int) -> list[str]:

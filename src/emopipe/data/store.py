@@ -39,12 +39,17 @@ def square_resize(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
+def to_tensor(image: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """A PIL image as the model sees it: square, size×size, 1 or 3 channels, uint8 C×H×W."""
+    pixels = np.asarray(square_resize(image.convert("L" if channels == 1 else "RGB"), size))
+    return torch.from_numpy(pixels.reshape(size, size, channels).copy()).permute(2, 0, 1)
+
+
 def pack(manifest: pd.DataFrame, classes: list[str], size: int, channels: int, progress: bool = False) -> TensorSet:
     """Decode the images named in `manifest` (columns image, label) into a TensorSet.
 
     Rows naming the same file (oversampled copies) are decoded once.
     """
-    mode = "L" if channels == 1 else "RGB"
     unknown = sorted(set(manifest["label"]) - set(classes))
     if unknown:
         raise ValueError(f"labels {unknown} are not among the model's classes {classes}")
@@ -53,8 +58,7 @@ def pack(manifest: pd.DataFrame, classes: list[str], size: int, channels: int, p
     for i, path in enumerate(tqdm(manifest["image"], desc="pack", disable=not progress, leave=False)):
         if path not in decoded:
             with Image.open(path) as img:
-                pixels = np.asarray(square_resize(img.convert(mode), size))
-            decoded[path] = torch.from_numpy(pixels.reshape(size, size, channels).copy()).permute(2, 0, 1)
+                decoded[path] = to_tensor(img, size, channels)
         images[i] = decoded[path]
     index = {c: i for i, c in enumerate(classes)}
     labels = torch.tensor([index[c] for c in manifest["label"]], dtype=torch.long)
