@@ -30,6 +30,21 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def feature_blocks(model: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs are the model's successive feature blocks (coarser each time).
+
+    For the CNNs of this registry: every pooling layer inside `model.features`; for
+    torchvision ResNets: layer1..layer4. Used to draw feature maps and by Grad-CAM (last block).
+    """
+    if all(hasattr(model, f"layer{i}") for i in range(1, 5)):
+        return [getattr(model, f"layer{i}") for i in range(1, 5)]
+    pools = (nn.MaxPool2d, nn.AvgPool2d)
+    blocks = [m for m in getattr(model, "features", nn.Sequential()) if isinstance(m, pools)]
+    if not blocks:
+        raise TypeError(f"{type(model).__name__} has no feature blocks: give it `features` with pooling layers")
+    return blocks
+
+
 def init_weights(model: nn.Module) -> None:
     """He (fan-out) init for convs, small normal for linear layers, as torchvision's VGG does.
 
