@@ -24,7 +24,7 @@ def main(
     p = load_params(params)
     section = SECTIONS[domain]
     with atomic_path(out / domain) as tmp:
-        result = fetch(getattr(p, section), section, tmp / "images", p.seed, progress)
+        result = fetch(getattr(p, section), section, tmp / "images", p.data_seed, progress)
         manifest = result.manifest.assign(image=[(out / domain / "images" / path).as_posix() for path in result.manifest["path"]])
         write_csv(tmp / "manifest.csv", manifest)
         write_csv(tmp / "rejects.csv", result.rejects)

@@ -20,7 +20,7 @@ def main(
 ) -> None:
     p = load_params(params)
     frame = pd.read_csv(train)
-    result = oversample(frame, p.oversample.method, p.oversample.targets, p.seed)
+    result = oversample(frame, p.oversample.method, p.oversample.targets, p.data_seed)
     write_csv(out, result)
     before, after = frame["label"].value_counts(), result["label"].value_counts()
     typer.echo(pd.DataFrame({"before": before, "after": after}).sort_index().to_string())

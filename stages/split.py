@@ -35,9 +35,9 @@ def main(
 
     groups = _groups(main_set, p.split.near_duplicate_distance)
     fractions = {"train": p.split.train, "val": p.split.val, "test": p.split.test}
-    main_set = main_set.assign(group=groups, split=stratified_group_split(main_set["label"], groups, fractions, p.seed))
+    main_set = main_set.assign(group=groups, split=stratified_group_split(main_set["label"], groups, fractions, p.data_seed))
     shift_groups = _groups(shift_set, p.split.near_duplicate_distance)
-    shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.seed))
+    shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.data_seed))
 
     with atomic_path(out) as tmp:
         tmp.mkdir()

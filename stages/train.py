@@ -1,4 +1,10 @@
-"""Stage train: train the model named by `model` (registry) and keep its best epoch by validation macro-F1."""
+"""Stage train: train the model named by `model` (registry) and keep its best epoch by validation macro-F1.
+
+With `train.processes: N > 1` the stage relaunches itself under torchrun (DDP, N processes);
+started by torchrun directly it joins that job. Rank 0 writes every output.
+"""
+import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -6,13 +12,14 @@ import typer
 
 from emopipe.checkpoint import input_spec, save_checkpoint
 from emopipe.cli import run
+from emopipe.crossval import cross_validate, pool
 from emopipe.data import store
 from emopipe.io import write_csv, write_json
 from emopipe.models import build, count_parameters
 from emopipe.params import load_params
 from emopipe.plots import curves_png
-from emopipe.runtime import configure_threads, seed_everything, select_runtime
-from emopipe.train import FitConfig, fit
+from emopipe.runtime import Distributed, configure_threads, seed_everything, select_runtime, torchrun
+from emopipe.train import fit, fit_config
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -21,22 +28,37 @@ app = typer.Typer(add_completion=False, help=__doc__)
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     data: Path = typer.Option(Path("data/packed"), help="pack stage output"),
+    split: Path = typer.Option(Path("data/split"), help="split stage output (duplicate groups, for train.folds > 1)"),
     model_out: Path = typer.Option(Path("models/model.pt"), help="checkpoint to write"),
     metrics: Path = typer.Option(Path("metrics/train.json"), help="training metrics file"),
     plots: Path = typer.Option(Path("plots/train"), help="folder for history.csv and curves.png"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     p = load_params(params)
+    if p.train.processes > 1 and "LOCAL_RANK" not in os.environ:
+        raise typer.Exit(torchrun(p.train.processes, sys.argv))
+    dist = Distributed.from_env()
     seed_everything(p.seed)
-    threads = configure_threads()
-    runtime = select_runtime(p.train.precision)
+    threads = configure_threads(dist.world_size)
+    runtime = select_runtime(p.train.precision, dist.device)
     train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
     faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}
     spec = input_spec(p.input.size, p.input.channels, faces)
-    model = build(p.model, len(train_set.classes), p.input.channels, **p.model_args)
-    t = p.train
-    cfg = FitConfig(t.epochs, t.batch_size, t.lr, t.weight_decay, t.label_smoothing, t.class_weights, t.weighted_sampler, t.augment, p.seed)
-    result = fit(model, train_set, val_set, spec, cfg, runtime, progress)
+    cfg = fit_config(p.train, p.seed, train_set.classes)
+
+    def new_model():
+        return build(p.model, len(train_set.classes), p.input.channels, **p.model_args)
+
+    cv = None
+    if p.train.folds > 1:
+        groups = pd.concat([pd.read_csv(split / f"{n}.csv") for n in ("train", "val")]).set_index("image")["group"]
+        data_pool = pool(train_set, val_set)
+        cv = cross_validate(new_model, data_pool, groups.loc[data_pool.paths].to_numpy(), p.train.folds, p.oversample.method,
+                            p.oversample.targets, p.data_seed, spec, cfg, runtime, progress)
+    result = fit(new_model(), train_set, val_set, spec, cfg, runtime, progress, dist)
+    dist.close()
+    if not dist.is_main:
+        return
 
     save_checkpoint(model_out, result.model, p.model, p.model_args, train_set.classes, spec)
     history = pd.DataFrame(result.history)
@@ -46,11 +68,14 @@ def main(
     write_json(metrics, {
         "parameters": count_parameters(result.model),
         "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
         "val_macro_f1": best["val_macro_f1"],
         "val_accuracy": best["val_accuracy"],
-    })
+        "processes": dist.world_size,
+    } | ({"cv": cv} if cv else {}))
     typer.echo(f"{p.model}: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.3f} "
-               f"({result.seconds:.0f} s, {runtime.device.type}/{runtime.precision}, {threads} threads)")
+               f"({result.seconds:.0f} s, {runtime.device.type}/{runtime.precision}, {dist.world_size}×{threads} threads)"
+               + (f"; {cv['folds']}-fold CV macro-F1 {cv['val_macro_f1']['mean']:.3f} ± {cv['val_macro_f1']['std']:.3f}" if cv else ""))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
 import pytest
 import torch
+import torchvision
+from torch import nn
 
 from emopipe.checkpoint import input_spec, load_checkpoint, save_checkpoint
-from emopipe.models import MODELS, build, count_parameters
+from emopipe.models import (
+    MODELS,
+    PretrainedWeightsError,
+    build,
+    count_parameters,
+    feature_blocks,
+    transfer_groups,
+)
 
 
 def test_small_matches_the_seed_smallcnn():
@@ -21,8 +30,129 @@ def test_every_model_runs_at_any_size(name, channels):
         assert model(torch.zeros(2, channels, size, size)).shape == (2, 5)
 
 
+def test_new_models_parameter_counts():
+    assert count_parameters(build("vgg", 6)) == 4_820_166
+    assert count_parameters(build("resnet18", 6)) == 11_179_590
+    assert count_parameters(build("resnet50", 6)) == 23_520_326
+    assert count_parameters(build("resnet18", 6, 1)) == 11_179_590 - 2 * 64 * 7 * 7
+
+
+def test_cnn_defaults_are_small_and_options_shape_it():
+    assert count_parameters(build("cnn", 6)) == count_parameters(build("small", 6))
+    model = build(
+        "cnn", 6, 1, filters=[8, 16], convs_per_block=2, kernel_size=5, activation="gelu",
+        pooling="avg", batch_norm=True, spatial_dropout=0.1, hidden=32,
+    )
+    kinds = [type(m) for m in model.features]
+    assert kinds.count(nn.Conv2d) == 4 and kinds.count(nn.BatchNorm2d) == 4 and kinds.count(nn.GELU) == 4
+    assert kinds.count(nn.AvgPool2d) == 2 and kinds.count(nn.Dropout2d) == 2
+    assert all(m.kernel_size == (5, 5) and m.bias is None for m in model.features if isinstance(m, nn.Conv2d))
+    assert model.head[-1].in_features == 32
+    assert model.eval()(torch.zeros(1, 1, 40, 40)).shape == (1, 6)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"activation": "tanh"}, "activation='tanh' is not one of: relu, leaky_relu, elu, gelu, silu"),
+        ({"pooling": "lp"}, "pooling='lp' is not one of: max, avg"),
+        ({"kernel_size": 4}, "kernel_size=4 must be odd"),
+        ({"filters": []}, "at least one block"),
+    ],
+)
+def test_cnn_rejects_bad_options(args, message):
+    with pytest.raises(ValueError, match=message) as err:
+        build("cnn", 6, **args)
+    assert "\n" not in str(err.value)
+
+
+def test_vgg_options():
+    model = build("vgg", 6, widths=[16, 32, 64, 128], dropout=0.2, spatial_dropout=0.0, hidden=64)
+    assert not any(isinstance(m, nn.Dropout2d) for m in model.features)
+    assert [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)] == [16, 16, 32, 32, 64, 64, 128, 128]
+    assert model.head[-1].in_features == 64 and model.head[-2].p == 0.2
+    with pytest.raises(ValueError, match="in_channels=2"):
+        build("resnet18", 6, 2)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_feature_blocks_are_four_and_ever_coarser(name):
+    model = build(name, 6).eval()
+    sizes = []
+    hooks = [b.register_forward_hook(lambda m, i, out: sizes.append(out.shape[-1])) for b in feature_blocks(model)]
+    model(torch.zeros(1, 3, 96, 96))
+    for h in hooks:
+        h.remove()
+    assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_transfer_groups_partition_the_parameters(name):
+    model = build(name, 6)
+    groups = transfer_groups(model)
+    ids = [id(p) for g in groups for p in g.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
+    assert groups[0] is getattr(model, "fc", None) or groups[0] is getattr(model, "head", None)
+    assert all(any(True for _ in g.parameters()) for g in groups)
+
+
+def test_transfer_groups_orders_resnet_output_to_input():
+    model = build("resnet18", 6)
+    groups = transfer_groups(model)
+    assert groups[:5] == [model.fc, model.layer4, model.layer3, model.layer2, model.layer1]
+    assert list(groups[5]) == [model.conv1, model.bn1]
+
+
+def test_transfer_groups_orders_cnn_blocks_last_first():
+    model = build("vgg", 6)
+    head, *blocks = transfer_groups(model)
+    assert head is model.head and len(blocks) == 4
+    assert blocks[-1][0] is model.features[0] and blocks[0][-1] is model.features[-1]
+    first_convs = [next(m for m in b if isinstance(m, nn.Conv2d)) for b in blocks]
+    assert [m.in_channels for m in first_convs] == [256, 128, 64, 3]
+    assert all(isinstance(b[-1], nn.MaxPool2d) for b in blocks[1:]) and isinstance(blocks[0][-2], nn.MaxPool2d)
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """A torch hub cache in tmp_path; any attempt to download fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert torch.hub.get_dir() == str(tmp_path / "hub")
+
+    def no_network(*args, **kwargs):
+        pytest.fail(f"tried the network: {args}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    return tmp_path / "hub" / "checkpoints"
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_pretrained_resnet_loads_the_cached_weights(offline_hub, channels):
+    offline_hub.mkdir(parents=True)
+    saved = torchvision.models.resnet18().state_dict()
+    torch.save(saved, offline_hub / "resnet18-f37072fd.pth")
+    model = build("resnet18", 6, channels, pretrained=True)
+    state = model.state_dict()
+    assert state["fc.weight"].shape == (6, 512)
+    for key, value in saved.items():
+        if key == "conv1.weight" and channels == 1:
+            assert torch.allclose(state[key], value.sum(1, keepdim=True))
+        elif not key.startswith("fc."):
+            assert torch.equal(state[key], value), key
+
+
+def test_pretrained_resnet_without_cache_says_where_to_put_the_file(offline_hub):
+    with pytest.raises(PretrainedWeightsError) as err:
+        build("resnet50", 6, pretrained=True)
+    message = str(err.value)
+    assert isinstance(err.value, FileNotFoundError) and "\n" not in message
+    assert str(offline_hub / "resnet50-11ad3fa6.pth") in message
+    assert "torchvision.models.resnet50(weights='IMAGENET1K_V2')" in message
+
+
 def test_unknown_model_names_the_choices():
-    with pytest.raises(KeyError, match="choose one of: small, wider"):
+    with pytest.raises(KeyError, match="choose one of: cnn, resnet18, resnet50, small, vgg, wider"):
         build("nope", 3)
 
 

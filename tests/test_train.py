@@ -1,3 +1,5 @@
+import numpy as np
+import pytest
 import torch
 
 from emopipe.checkpoint import input_spec
@@ -5,7 +7,8 @@ from emopipe.data.augment import POLICIES, augment
 from emopipe.evaluate import classification_metrics, evaluate
 from emopipe.models import build
 from emopipe.runtime import seed_everything, select_runtime
-from emopipe.train import FitConfig, class_weights, epoch_order, fit
+from emopipe.crossval import cross_validate
+from emopipe.train import FitConfig, Unfreezer, class_weights, epoch_order, fit, fit_config, sample_losses
 
 
 def run(toy_set, seed=0, **overrides):
@@ -59,3 +62,77 @@ def test_metrics_macro_and_per_class():
     assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
     assert m["per_class"]["c"]["support"] == 0
     assert m["macro_recall"] == 0.75  # over the classes present: (0.5 + 1) / 2
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "plateau", "cosine"])
+def test_schedulers_change_the_learning_rate(toy_set, scheduler):
+    result, _ = run(toy_set, scheduler=scheduler)
+    lrs = [row["lr"] for row in result.history]  # lr after each epoch's last step
+    if scheduler == "onecycle":  # warm-up, then anneal
+        peak = lrs.index(max(lrs))
+        assert 0 < peak < len(lrs) - 1 and lrs[-1] < lrs[0]
+    else:
+        assert lrs == sorted(lrs, reverse=True)
+        assert lrs[-1] < lrs[0] or scheduler == "plateau"
+
+
+def test_focal_loss_down_weights_easy_samples():
+    logits = torch.tensor([[4.0, 0.0], [0.1, 0.0]])  # an easy and a hard sample of class 0
+    y = torch.tensor([0, 0])
+    ce = sample_losses(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0))
+    focal = sample_losses(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0, loss="focal", focal_gamma=2.0))
+    assert torch.all(focal < ce)
+    assert focal[0] / ce[0] < 0.01 < 0.2 < focal[1] / ce[1]
+
+
+def test_focal_training_learns(toy_set):
+    _, metrics = run(toy_set, epochs=16, loss="focal", focal_alpha=(1.0, 2.0, 1.0, 1.0))  # focal learns slower than CE here
+    assert metrics["macro_f1"] > 0.5  # chance is 0.25
+
+
+def test_early_stopping_stops_after_patience(toy_set):
+    result, _ = run(toy_set, epochs=40, early_stopping=2)
+    assert len(result.history) < 40
+    assert len(result.history) == result.best_epoch + 2
+
+
+def test_gradient_clipping_bounds_the_update(toy_set):
+    free, _ = run(toy_set, epochs=1, lr=1.0, class_weights=False)
+    clipped, _ = run(toy_set, epochs=1, lr=1.0, class_weights=False, grad_clip=0.01)
+    assert free.history != clipped.history
+
+
+def test_progressive_unfreezing_trains_the_head_first(toy_set):
+    model = build("small", 4)
+    unfreezer = Unfreezer(model, freeze_epochs=2, every=2)
+    assert [unfreezer.trainable(e) for e in range(1, 8)] == [1, 1, 2, 2, 3, 3, 4]
+    unfreezer.apply(1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("head") for n in trainable)
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    seed_everything(0)
+    data = toy_set(n_per_class=8, size=32)
+    cfg = FitConfig(epochs=1, batch_size=16, lr=3e-3, freeze_epochs=1)
+    fit(model, data, None, input_spec(32, 3), cfg, select_runtime("fp32"), progress=False)
+    assert all(torch.equal(frozen_before[n], p) for n, p in model.named_parameters() if n in frozen_before)
+
+
+def test_fit_config_orders_focal_alpha_by_class():
+    from emopipe.params import ParamError, TrainParams
+
+    cfg = fit_config(TrainParams(loss="focal", focal_alpha={"c": 3.0}), seed=1, classes=["a", "b", "c"])
+    assert cfg.focal_alpha == (1.0, 1.0, 3.0) and cfg.seed == 1 and cfg.loss == "focal"
+    with pytest.raises(ParamError, match="train.focal_alpha names class 'x'"):
+        fit_config(TrainParams(focal_alpha={"x": 2.0}), 0, ["a"])
+
+
+def test_cross_validation_reports_mean_and_std(toy_set):
+    seed_everything(0)
+    data = toy_set(n_per_class=12, size=32)
+    groups = np.arange(len(data)) // 2  # pairs of images must stay in the same fold
+    cfg = FitConfig(epochs=3, batch_size=16, lr=3e-3)
+    cv = cross_validate(lambda: build("small", 4), data, groups, 3, "balance", {}, 0, input_spec(32, 3), cfg, select_runtime("fp32"))
+    assert cv["folds"] == 3 and len(cv["per_fold"]) == 3
+    f1s = [f["val_macro_f1"] for f in cv["per_fold"].values()]
+    assert cv["val_macro_f1"]["mean"] == pytest.approx(np.mean(f1s), abs=1e-4)
+    assert cv["val_macro_f1"]["std"] == pytest.approx(np.std(f1s, ddof=1), abs=1e-4)

@@ -29,7 +29,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} not found: run `dvc repro` (or the train stage) first")
     ckpt = torch.load(path, map_location=device, weights_only=True)
-    model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], **ckpt["arch_args"])
+    args = {k: v for k, v in ckpt["arch_args"].items() if k != "pretrained"}  # the state dict holds every weight
+    model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], **args)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     return model, {k: v for k, v in ckpt.items() if k != "state_dict"}

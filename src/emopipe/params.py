@@ -23,6 +23,8 @@ SOURCES = ("synthetic", "kaggle", "folder")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
 AUGMENT_POLICIES = ("none", "basic", "targeted")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LOSSES = ("ce", "focal")
+SCHEDULERS = ("none", "onecycle", "plateau", "cosine")
 
 
 @dataclass(frozen=True)
@@ -70,16 +72,34 @@ class InputParams:
 
 
 @dataclass(frozen=True)
+class TransferParams:
+    """Progressive unfreezing (fine-tuning a pretrained backbone)."""
+
+    freeze_epochs: int = 0  # epochs with only the new head trainable; 0 = off
+    unfreeze_every: int = 2  # then one more block, deepest first, every N epochs
+    backbone_lr: float = 1e-4
+
+
+@dataclass(frozen=True)
 class TrainParams:
     epochs: int = 30
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    loss: str = "ce"
+    focal_gamma: float = 2.0
+    focal_alpha: dict[str, float] = field(default_factory=dict)  # class → factor (missing: 1)
     label_smoothing: float = 0.05
     class_weights: bool = True
     weighted_sampler: bool = False
     augment: str = "basic"
+    scheduler: str = "none"
+    early_stopping: int = 0
+    grad_clip: float = 0.0
+    folds: int = 1
+    processes: int = 1
     precision: str = "auto"
+    transfer: TransferParams = TransferParams()
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,8 @@ class AdaptParams:
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0
+    seed: int = 0  # model init, batch order, augmentation
+    data_seed: int = 0  # generated data, split, oversampling: fixed while `seed` varies
     model: str = "small"
     model_args: dict[str, typing.Any] = field(default_factory=dict)
     data: SourceParams = SourceParams()
@@ -158,6 +179,20 @@ def validate(p: Params) -> None:
     _range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
     _choice("train.augment", t.augment, AUGMENT_POLICIES)
     _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.loss", t.loss, LOSSES)
+    _range("train.focal_gamma", t.focal_gamma, 0.0, 10.0)
+    if any(v <= 0 for v in t.focal_alpha.values()):
+        raise ParamError(f"train.focal_alpha factors must be positive, got {t.focal_alpha}")
+    _choice("train.scheduler", t.scheduler, SCHEDULERS)
+    _range("train.early_stopping", t.early_stopping, 0, 10_000)
+    _range("train.grad_clip", t.grad_clip, 0.0, 1e6)
+    _range("train.folds", t.folds, 1, 100)
+    _range("train.processes", t.processes, 1, 1024)
+    _range("train.transfer.freeze_epochs", t.transfer.freeze_epochs, 0, 10_000)
+    _range("train.transfer.unfreeze_every", t.transfer.unfreeze_every, 1, 10_000)
+    _range("train.transfer.backbone_lr", t.transfer.backbone_lr, 0.0, 10.0, low_open=True)
+    if t.processes > 1 and t.folds > 1:
+        raise ParamError("train.folds > 1 runs in one process; set train.processes: 1 for cross-validation")
     _range("eval.batch_size", p.eval.batch_size, 1, 65_536)
     a = p.adapt
     _range("adapt.shots", a.shots, 1, 100_000)
@@ -219,8 +254,8 @@ def _coerce(name: str, hint: object, value: object):
             return {}
         if not isinstance(value, dict):
             raise ParamError(f"{name} must be a mapping, got {value!r}")
-        if args and args[1] is int:
-            return {str(k): _coerce(f"{name}.{k}", int, v) for k, v in value.items()}
+        if args and args[1] in (int, float):
+            return {str(k): _coerce(f"{name}.{k}", args[1], v) for k, v in value.items()}
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):

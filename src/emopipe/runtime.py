@@ -9,11 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as torch_dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,67 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def configure_threads() -> int:
-    """Use every core this process may run on (cgroup/affinity aware), no more."""
+def configure_threads(processes: int = 1) -> int:
+    """Threads for this process: OMP_NUM_THREADS if set (e.g. by `dvc queue` workers sharing
+    the machine), else the cores this process may run on (affinity aware) split between the
+    `processes` ranks of a DDP run."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(cores)
-    return cores
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, cores // processes))
+    torch.set_num_threads(threads)
+    return threads
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a `torchrun` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        """Join the process group torchrun describes in the environment (gloo on CPU, NCCL on GPU)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not torch_dist.is_initialized():
+            torch_dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(torch_dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str | None:
+        return f"cuda:{self.local_rank}" if self.world_size > 1 and torch.cuda.is_available() else None
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world_size == 1:
+            return model
+        ids = [self.local_rank] if torch.cuda.is_available() else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def shard(self, n: int) -> slice:
+        """This rank's contiguous part of a global batch of n samples."""
+        per = -(-n // self.world_size)
+        return slice(self.rank * per, min(n, (self.rank + 1) * per))
+
+    def gather_epoch(self, loss_sum: float, preds: torch.Tensor, targets: torch.Tensor) -> tuple[float, np.ndarray, np.ndarray]:
+        """Sum the loss and concatenate predictions over ranks, for one epoch's train metrics."""
+        if self.world_size == 1:
+            return loss_sum, preds.numpy(), targets.numpy()
+        parts: list = [None] * self.world_size
+        torch_dist.all_gather_object(parts, (loss_sum, preds, targets))
+        return sum(p[0] for p in parts), torch.cat([p[1] for p in parts]).numpy(), torch.cat([p[2] for p in parts]).numpy()
+
+    def close(self) -> None:
+        if self.world_size > 1 and torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+
+def torchrun(processes: int, argv: list[str]) -> int:
+    """Run this script again under torchrun with `processes` ranks on this machine; its exit code."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *argv]
+    return subprocess.run(cmd, check=False).returncode

@@ -1,4 +1,11 @@
-"""The training loop: sampler, loss, optimiser, per-epoch validation, best-epoch selection."""
+"""The training loop: sampler, loss, optimiser, schedule, per-epoch validation, early stopping.
+
+One loop serves one process and DDP (`torchrun`): every rank draws the same global batch
+(same generator), augments it identically and trains on its own slice; the loss is divided
+by the *global* batch's weight, so the averaged gradient equals the one-process gradient and
+class weighting, oversampling and the weighted sampler mean exactly what they mean on one
+process.
+"""
 from __future__ import annotations
 
 import copy
@@ -6,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
@@ -14,13 +22,15 @@ from emopipe.checkpoint import normalize
 from emopipe.data.augment import POLICIES, augment
 from emopipe.data.store import TensorSet
 from emopipe.evaluate import predict_proba
-from emopipe.runtime import Runtime
+from emopipe.models import transfer_groups
+from emopipe.params import ParamError, TrainParams
+from emopipe.runtime import Distributed, Runtime
 
 
 @dataclass(frozen=True)
 class FitConfig:
     epochs: int
-    batch_size: int
+    batch_size: int  # global batch: split across DDP ranks
     lr: float
     weight_decay: float = 1e-4
     label_smoothing: float = 0.05
@@ -28,6 +38,28 @@ class FitConfig:
     weighted_sampler: bool = False
     augment: str = "basic"
     seed: int = 0
+    loss: str = "ce"  # ce | focal
+    focal_gamma: float = 2.0
+    focal_alpha: tuple[float, ...] | None = None  # per-class factor, multiplies the class weights
+    scheduler: str = "none"  # none | onecycle | plateau | cosine
+    early_stopping: int = 0  # patience in epochs on validation macro-F1; 0 = off
+    grad_clip: float = 0.0  # max gradient norm; 0 = off
+    freeze_epochs: int = 0  # transfer: epochs with only the head trainable; 0 = train all from the start
+    unfreeze_every: int = 2  # transfer: then one more block (deepest first) every N epochs
+    backbone_lr: float = 1e-4  # transfer: learning rate of the unfrozen blocks
+
+
+def fit_config(t: TrainParams, seed: int, classes: list[str]) -> FitConfig:
+    """The train section of params.yaml as a FitConfig (class names order `focal_alpha`)."""
+    unknown = sorted(set(t.focal_alpha) - set(classes))
+    if unknown:
+        raise ParamError(f"train.focal_alpha names class {unknown[0]!r}, not in the data (classes: {', '.join(classes)})")
+    alpha = tuple(float(t.focal_alpha.get(c, 1.0)) for c in classes) if t.focal_alpha else None
+    return FitConfig(
+        t.epochs, t.batch_size, t.lr, t.weight_decay, t.label_smoothing, t.class_weights, t.weighted_sampler, t.augment, seed,
+        t.loss, t.focal_gamma, alpha, t.scheduler, t.early_stopping, t.grad_clip,
+        t.transfer.freeze_epochs, t.transfer.unfreeze_every, t.transfer.backbone_lr,
+    )
 
 
 @dataclass
@@ -39,7 +71,10 @@ class FitResult:
 
 
 def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """'Balanced' weights n / (K · count_c); a class absent from training gets weight 0."""
+    """'Balanced' weights n / (K · count_c); a class absent from training gets weight 0.
+
+    Computed on the training set as packed, i.e. after oversampling.
+    """
     counts = torch.bincount(labels, minlength=n_classes).float()
     weights = len(labels) / (n_classes * counts.clamp(min=1))
     return torch.where(counts > 0, weights, torch.zeros_like(weights))
@@ -53,42 +88,114 @@ def epoch_order(labels: torch.Tensor, weighted: bool, generator: torch.Generator
     return torch.multinomial(per_sample, len(labels), replacement=True, generator=generator)
 
 
-def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime, progress: bool = True) -> FitResult:
+def sample_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg: FitConfig) -> torch.Tensor:
+    """Per-sample loss: cross-entropy, or focal loss (1 - p_t)^γ · CE (Lin et al. 2017)."""
+    ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing, reduction="none")
+    if cfg.loss == "ce":
+        return ce
+    p_true = torch.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    return (1 - p_true) ** cfg.focal_gamma * ce
+
+
+def loss_weights(labels: torch.Tensor, n_classes: int, cfg: FitConfig) -> torch.Tensor | None:
+    weight = class_weights(labels, n_classes) if cfg.class_weights else None
+    if cfg.focal_alpha is not None:
+        alpha = torch.tensor(cfg.focal_alpha, dtype=torch.float32)
+        weight = alpha if weight is None else weight * alpha
+    return weight
+
+
+class Unfreezer:
+    """Progressive unfreezing: the head alone for `freeze_epochs`, then one block more every `every` epochs."""
+
+    def __init__(self, model: nn.Module, freeze_epochs: int, every: int):
+        self.groups, self.freeze_epochs, self.every = transfer_groups(model), freeze_epochs, every
+
+    def param_groups(self, lr: float, backbone_lr: float) -> list[dict]:
+        head, *rest = self.groups
+        return [{"params": list(head.parameters()), "lr": lr}] + [{"params": list(g.parameters()), "lr": backbone_lr} for g in rest]
+
+    def trainable(self, epoch: int) -> int:
+        """How many groups (head first) train in this 1-based epoch."""
+        if epoch <= self.freeze_epochs:
+            return 1
+        return 2 + (epoch - self.freeze_epochs - 1) // self.every
+
+    def apply(self, epoch: int) -> None:
+        n = self.trainable(epoch)
+        for i, group in enumerate(self.groups):
+            group.requires_grad_(i < n)
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
+    if name == "none":
+        return None
+    if name == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    raise ValueError(f"train.scheduler={name!r} is not one of none, onecycle, plateau, cosine")
+
+
+def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime,
+        progress: bool = True, dist: Distributed | None = None) -> FitResult:
+    dist = dist or Distributed()
     n_classes = len(train.classes)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # identical on every rank
     policy = POLICIES[cfg.augment]
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weight = class_weights(train.labels, n_classes).to(runtime.device) if cfg.class_weights else None
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unfreezer = Unfreezer(model, cfg.freeze_epochs, cfg.unfreeze_every) if cfg.freeze_epochs else None
+    if unfreezer:
+        unfreezer.apply(1)
+    params = unfreezer.param_groups(cfg.lr, cfg.backbone_lr) if unfreezer else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.epochs, steps_per_epoch)
+    weight = loss_weights(train.labels, n_classes, cfg)
+    weight = weight.to(runtime.device) if weight is not None else None
+    net = dist.wrap(model)
 
     history: list[dict] = []
     best_f1, best_epoch, best_state = -1.0, 0, None
     started = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress or not dist.is_main)
     for epoch in bar:
-        model.train()
+        if unfreezer and unfreezer.trainable(epoch) != unfreezer.trainable(epoch - 1):
+            unfreezer.apply(epoch)
+            net = dist.wrap(model)  # DDP must see the new set of trainable parameters
+        net.train()
         order = epoch_order(train.labels, cfg.weighted_sampler, generator)
         loss_sum, preds, targets = 0.0, [], []
         for start in range(0, len(order), cfg.batch_size):
             idx = order[start : start + cfg.batch_size]
             y = train.labels[idx].to(runtime.device)
-            x = train.images[idx].to(runtime.device).float() / 255.0
-            x = runtime.prepare(normalize(augment(x, policy, generator), spec))
+            x = augment(train.images[idx].to(runtime.device).float() / 255.0, policy, generator)
+            denominator = weight[y].sum() if weight is not None and cfg.loss == "ce" else torch.tensor(float(len(idx)))
+            mine = dist.shard(len(idx))
+            x, y = runtime.prepare(normalize(x[mine], spec)), y[mine]
             with runtime.autocast():
-                logits = model(x)
-                loss = criterion(logits.float(), y)
+                logits = net(x)
+            losses = sample_losses(logits.float(), y, weight, cfg)
+            loss = losses.sum() / denominator.to(losses.device) * dist.world_size  # DDP averages over ranks
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            loss_sum += loss.item() * len(idx)
-            preds.append(logits.argmax(1).cpu())
+            if cfg.scheduler == "onecycle":
+                scheduler.step()
+            loss_sum += losses.detach().sum().item()
+            preds.append(logits.detach().argmax(1).cpu())
             targets.append(y.cpu())
-        preds_all, targets_all = torch.cat(preds).numpy(), torch.cat(targets).numpy()
+        loss_sum, preds_all, targets_all = dist.gather_epoch(loss_sum, torch.cat(preds), torch.cat(targets))
         row = {
             "epoch": epoch,
+            "lr": round(optimizer.param_groups[0]["lr"], 8),
             "train_loss": round(loss_sum / len(order), 4),
             "train_accuracy": round(float((preds_all == targets_all).mean()), 4),
             "train_macro_f1": round(float(f1_score(targets_all, preds_all, average="macro", zero_division=0)), 4),
@@ -99,10 +206,16 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
                 best_f1, best_epoch, best_state = row["val_macro_f1"], epoch, copy.deepcopy(model.state_dict())
         history.append(row)
         bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_macro_f1")})
+        if cfg.scheduler == "plateau":
+            scheduler.step(row.get("val_macro_f1", -row["train_loss"]))
+        elif cfg.scheduler == "cosine":
+            scheduler.step()
+        if cfg.early_stopping and best_state is not None and epoch - best_epoch >= cfg.early_stopping:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
-        best_epoch = cfg.epochs
+        best_epoch = len(history)
     model.eval()
     return FitResult(model, history, best_epoch, round(time.perf_counter() - started, 2))
 

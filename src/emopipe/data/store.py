@@ -27,7 +27,7 @@ class TensorSet:
         return len(self.labels)
 
     def subset(self, index: torch.Tensor | np.ndarray) -> TensorSet:
-        index = torch.as_tensor(index, dtype=torch.long)
+        index = index.long() if isinstance(index, torch.Tensor) else torch.from_numpy(np.array(index, dtype=np.int64))
         return TensorSet(self.images[index], self.labels[index], self.classes, [self.paths[i] for i in index.tolist()])
 
 
