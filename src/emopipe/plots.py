@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 from emopipe.io import atomic_path  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
@@ -33,7 +33,7 @@ def confusion_png(matrix: np.ndarray, classes: list[str], path: Path, title: str
     for i in range(len(classes)):
         for j in range(len(classes)):
             ax.text(j, i, f"{matrix[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def curves_png(history: pd.DataFrame, path: Path, best_epoch: int) -> None:
@@ -48,4 +48,4 @@ def curves_png(history: pd.DataFrame, path: Path, best_epoch: int) -> None:
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
-    _save(fig, path)
+    save_png(fig, path)
