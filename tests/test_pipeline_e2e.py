@@ -63,7 +63,7 @@ def test_plots_render(repo):
 
 
 def test_ablation_is_compared_with_the_baseline(repo):
-    sh(repo, "dvc", "exp", "run", "-S", "model=wider", "--name", "wider")
+    sh(repo, "dvc", "exp", "run", "-S", "model_args.filters=[48,96,192,320]", "--name", "wider")
     diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
     assert "metrics/train.json" in diff and "parameters" in diff["metrics/train.json"]
     assert diff["metrics/train.json"]["parameters"]["new"] > diff["metrics/train.json"]["parameters"]["old"]
