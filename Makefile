@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate clean-venv
+.PHONY: install repro test gate ablation clean-venv
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,12 @@ test: install
 gate: install
 	rm -rf .gate && python -m emopipe.sandbox .gate --params tests/tiny_params.yaml
 	python -m emopipe.gate check --reference .ci/reference-metrics.json --metrics .gate/metrics
+
+JOBS ?= 2
+## Seed grid (24 DVC experiments, JOBS parallel workers) -> reports/ablation.md.
+## EPOCHS=N sets the epoch budget; ABLATION_ARGS='--extra data.source=folder ...' for other data.
+ablation: install
+	python -m emopipe.ablation --jobs $(JOBS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,346 @@
+"""The seed grid: queue, run and report the ablation study with DVC's experiment queue.
+
+    python -m emopipe.ablation --epochs 30 --jobs 2             # 24 experiments, then reports/ablation.md
+    python -m emopipe.ablation --dry-run                          # print the `dvc exp run --queue` commands
+
+Phase 1: model {small, wider} × train.augment {none, basic, targeted}, oversample.method=none,
+seeds 0..N-1. The phase-1 variant with the best mean *validation* macro-F1 (metrics/train.json;
+the test set is never used to choose) goes to phase 2: best + oversample.method=balance and
+best + train.loss=focal, same seeds. Each worker of `dvc queue start -j J` inherits the
+environment of that command, so OMP_NUM_THREADS/MKL_NUM_THREADS = cores // J is set there.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+import yaml
+
+from emopipe import report
+
+MODELS = ("small", "wider")
+AUGMENTS = ("none", "basic", "targeted")
+PHASE2 = (("balance", {"oversample.method": "balance"}), ("focal", {"train.loss": "focal"}))
+GRID_KEYS = {"model", "train.augment", "oversample.method", "train.loss", "seed", "train.epochs"}
+DEFAULT_EPOCHS: int | None = None  # None: params.yaml's train.epochs of --repo
+PLACEHOLDER = "BEST"
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass(frozen=True)
+class Planned:
+    phase: int
+    variant: str
+    seed: int
+    name: str
+    overrides: tuple[tuple[str, str], ...]
+
+    def command(self) -> list[str]:
+        cmd = ["dvc", "exp", "run", "--queue", "--name", self.name]
+        for key, value in self.overrides:
+            cmd += ["-S", f"{key}={value}"]
+        return cmd
+
+
+def phase1_variants() -> list[tuple[str, dict[str, str]]]:
+    return [(f"{m}-{a}", {"model": m, "train.augment": a, "oversample.method": "none"})
+            for m in MODELS for a in AUGMENTS]
+
+
+def phase2_variants(best: str, best_overrides: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    return [(f"{best}-{suffix}", {**best_overrides, **change}) for suffix, change in PHASE2]
+
+
+def expand(phase: int, variants, seeds: int, epochs: int, extra: dict[str, str], prefix: str) -> list[Planned]:
+    return [Planned(phase, variant, seed, f"{prefix}{variant}-s{seed}",
+                    tuple({**grid, "seed": str(seed), "train.epochs": str(epochs), **extra}.items()))
+            for variant, grid in variants for seed in range(seeds)]
+
+
+def parse_extra(items: list[str] | None) -> dict[str, str]:
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--extra wants KEY=VALUE, got {item!r}")
+        if key in GRID_KEYS:
+            raise typer.BadParameter(f"--extra {key} is set by the grid itself")
+        extra[key] = value
+    return extra
+
+
+def pick_best(exps: list[report.Exp], prefix: str, seeds: int) -> tuple[str | None, dict[str, tuple[float, int]]]:
+    """(best phase-1 variant by mean val macro-F1, {variant: (mean val macro-F1, n)}); never looks at test metrics."""
+    scores: dict[str, tuple[float, int]] = {}
+    for variant, _ in phase1_variants():
+        names = {f"{prefix}{variant}-s{s}" for s in range(seeds)}
+        vals = [v for e in exps if e.name in names and e.ok
+                and (v := e.metric("train", ("val_macro_f1",))) is not None]
+        if vals:
+            scores[variant] = (statistics.fmean(vals), len(vals))
+    best = max(scores, key=lambda v: scores[v][0], default=None)  # ties: first in grid order
+    return best, scores
+
+
+# ---------------------------------------------------------------------------- running
+def run(repo: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=repo, env=env or tool_env(), capture_output=True, text=True)
+    if check and done.returncode:
+        raise RuntimeError(f"`{shlex.join(args)}` failed ({done.returncode}) in {repo}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def tool_env() -> dict[str, str]:
+    from emopipe.sandbox import tool_env as env
+    return env()
+
+
+def worker_env(jobs: int) -> tuple[dict[str, str], int]:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = max(1, cores // jobs)
+    env = tool_env()
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env, threads
+
+
+def queue_status(repo: Path) -> tuple[dict[str, str], int]:
+    """({experiment name: Queued|Running|Success|Failed}, number of workers) from `dvc queue status`."""
+    text = run(repo, "dvc", "queue", "status").stdout
+    statuses, workers = {}, 0
+    for line in text.splitlines():
+        m = re.match(r"Worker status: (\d+) active, (\d+) idle", line)
+        if m:
+            workers = int(m[1]) + int(m[2])
+            continue
+        parts = line.split()
+        if len(parts) >= 4 and re.fullmatch(r"[0-9a-f]{7}", parts[0]):
+            statuses[parts[1]] = parts[-1]
+    return statuses, workers
+
+
+def start_queue(repo: Path, jobs: int, env: dict) -> None:
+    """`dvc queue start -j J` with `env`. Not through pipes: the spawned workers would inherit them and
+    keep them open, so waiting for the command's output would wait for the whole queue."""
+    with tempfile.TemporaryFile("w+") as log:
+        code = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=repo, env=env,
+                              stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT).returncode
+        log.seek(0)
+        text = log.read().strip()
+    if code:
+        raise RuntimeError(f"`dvc queue start -j {jobs}` failed ({code}) in {repo}:\n{text}")
+
+
+def log_excerpt(repo: Path, name: str, lines: int = 12) -> str:
+    """The end of `dvc queue logs NAME`, without rich's traceback boxes and repeated lines."""
+    done = run(repo, "dvc", "queue", "logs", name, check=False)
+    kept: list[str] = []
+    for line in (done.stdout + done.stderr).strip().splitlines():
+        if not line.strip().startswith(("│", "╭", "╰")) and (not kept or kept[-1] != line):
+            kept.append(line)
+    return "\n".join(kept[-lines:])
+
+
+def show_failures(repo: Path, names: list[str]) -> list[tuple[str, str]]:
+    failures = [(n, log_excerpt(repo, n)) for n in names]
+    for name, excerpt in failures:
+        typer.echo(f"--- {name} failed; last lines of `dvc queue logs {name}`:\n{excerpt}", err=True)
+    return failures
+
+
+def fmt_time(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run_phase(repo: Path, planned: list[Planned], jobs: int, env: dict, poll: float, label: str) -> tuple[float, list[str]]:
+    """Queue, start, wait. Returns (wall seconds, names of failed experiments)."""
+    if not planned:
+        return 0.0, []
+    start = time.monotonic()
+    for p in planned:
+        typer.echo(f"[{label}] queue {p.name}")
+        run(repo, *p.command())
+    start_queue(repo, jobs, env)
+    names, last, printed, idle_polls = [p.name for p in planned], None, 0.0, 0
+    while True:
+        try:
+            time.sleep(poll)
+        except KeyboardInterrupt:
+            typer.echo(f"\ninterrupted; the queued experiments keep running (`dvc queue status`, `dvc queue stop`, "
+                       "`dvc queue kill NAME`); rerun with --resume to continue", err=True)
+            raise
+        statuses, workers = queue_status(repo)
+        ours = [statuses.get(n, "Missing") for n in names]
+        counts = {s: ours.count(s) for s in ("Success", "Failed", "Running", "Queued", "Missing")}
+        now = time.monotonic()
+        if counts != last or now - printed >= 60:
+            typer.echo(f"[{label}] {fmt_time(now - start)}  done {counts['Success']}/{len(names)}  failed {counts['Failed']}"
+                       f"  running {counts['Running']}  queued {counts['Queued']}")
+            last, printed = counts, now
+        if not counts["Running"] and not counts["Queued"]:
+            break
+        idle_polls = idle_polls + 1 if counts["Queued"] and not counts["Running"] and not workers else 0
+        if idle_polls >= 2:  # workers gone with work left (e.g. killed): start them again
+            typer.echo(f"[{label}] no workers but tasks queued: restarting the queue")
+            start_queue(repo, jobs, env)
+            idle_polls = 0
+    seconds = time.monotonic() - start
+    failed = [n for n, s in zip(names, ours) if s != "Success"]
+    typer.echo(f"[{label}] finished in {fmt_time(seconds)}; failed: {', '.join(failed) or 'none'}")
+    return seconds, failed
+
+
+def missing_dirs(repo: Path) -> list[str]:
+    """Directory outputs/deps in the workspace dvc.lock whose .dir object is not in the local cache.
+
+    DVC 3.67 fails a queued experiment ("failed to load directory ...") when it restores a stage from
+    the run-cache while dvc.lock still names such a directory, so the grid would fail after its first run.
+    """
+    lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
+    cache = Path(run(repo, "dvc", "cache", "dir").stdout.strip())
+    try:  # `cache: false` outputs (plots, metrics) are never in the cache
+        from dvc.repo import Repo
+        with Repo(str(repo)) as dvc_repo:
+            uncached = {str(o.def_path) for o in dvc_repo.index.outs if not o.use_cache}
+    except Exception:  # noqa: BLE001 - DVC internals; without them only real directories are checked
+        uncached = set()
+    missing = set()
+    for stage in (lock.get("stages") or {}).values():
+        for entry in (stage.get("outs") or []) + (stage.get("deps") or []):
+            md5 = str(entry.get("md5") or "")
+            if md5.endswith(".dir") and entry["path"] not in uncached and not (cache / "files" / "md5" / md5[:2] / md5[2:]).exists():
+                missing.add(entry["path"])
+    return sorted(missing)
+
+
+def preflight(repo: Path, names: list[str], resume: bool, check_cache: bool = True) -> set[str]:
+    """Names already done (with --resume); refuses clashes with existing experiments or queue entries."""
+    if check_cache and (missing := missing_dirs(repo)):
+        raise typer.BadParameter(
+            f"dvc.lock names directories missing from the DVC cache ({', '.join(missing)}): queued experiments "
+            "would fail restoring stages from the run-cache. Run `dvc repro` (or `dvc pull`) and commit first, "
+            "or pass --no-check-cache.")
+    _, exps = report.parse_exp_show(report.exp_show(repo))
+    statuses, workers = queue_status(repo)
+    if workers:
+        typer.echo(f"warning: {workers} DVC queue worker(s) already running; they keep their own environment "
+                   "(OMP_NUM_THREADS), so the thread budget may be exceeded", err=True)
+    if run(repo, "git", "status", "--porcelain", "--untracked-files=no").stdout.strip():
+        typer.echo("note: uncommitted changes in the workspace are part of every queued experiment", err=True)
+    done = {e.name for e in exps if e.ok} & set(names) if resume else set()
+    clash = sorted(({e.name for e in exps} | set(statuses)) & set(names) - done)
+    if clash:
+        raise typer.BadParameter(
+            f"experiments already exist: {', '.join(clash)}. Use --prefix for a new set, --resume to keep "
+            "finished ones, or remove them (`dvc exp remove NAME`, `dvc queue remove NAME`).")
+    return done
+
+
+@app.command()
+def main(
+    repo: Path = typer.Option(Path("."), help="DVC repository (experiments run from its HEAD + workspace)"),
+    jobs: int = typer.Option(2, help="parallel queue workers (`dvc queue start -j`)"),
+    seeds: int = typer.Option(3, help="seeds per variant: seed=0..N-1"),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, help="train.epochs of every experiment (default: params.yaml's)"),
+    extra: list[str] = typer.Option(None, "--extra", help="KEY=VALUE override for every experiment (repeatable)"),
+    prefix: str = typer.Option("", help="prepended to every experiment name, e.g. 'mux-'"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the commands only"),
+    from_json: Path = typer.Option(None, "--from-json", help="dry run: phase-1 results from this `dvc exp show --json` file"),
+    resume: bool = typer.Option(False, help="skip experiments of the grid that already finished"),
+    check_cache: bool = typer.Option(True, help="refuse to start when dvc.lock names directories missing from the cache"),
+    poll: float = typer.Option(15.0, help="seconds between `dvc queue status` polls"),
+    out: Path = typer.Option(Path("reports/ablation.md"), help="markdown report (relative to --repo)"),
+) -> None:
+    """Run (or print) the seed grid and write the report."""
+    extras = parse_extra(extra)
+    if epochs is None:
+        epochs = int(yaml.safe_load((repo / "params.yaml").read_text())["train"]["epochs"])
+    p1_variants = phase1_variants()
+    phase1 = expand(1, p1_variants, seeds, epochs, extras, prefix)
+
+    if dry_run:
+        best, scores = (pick_best(report.parse_exp_show(report.load_json(from_json))[1], prefix, seeds)
+                        if from_json else (None, {}))
+        best_name = best or PLACEHOLDER
+        grid = dict(p1_variants).get(best, {"model": f"<{PLACEHOLDER}>", "train.augment": f"<{PLACEHOLDER}>", "oversample.method": "none"})
+        phase2 = expand(2, phase2_variants(best_name, grid), seeds, epochs, extras, prefix)
+        typer.echo("# phase 1")
+        typer.echo("\n".join(shlex.join(p.command()) for p in phase1))
+        typer.echo(f"dvc queue start -j {jobs}   # with OMP_NUM_THREADS={worker_env(jobs)[1]}")
+        ranking = ", ".join(f"{v} {m:.4f} (n={n})" for v, (m, n) in sorted(scores.items(), key=lambda x: -x[1][0]))
+        typer.echo(f"# phase 2: best phase-1 variant by mean val macro-F1 = {best_name}" + (f"  [{ranking}]" if ranking else ""))
+        typer.echo("\n".join(shlex.join(p.command()) for p in phase2))
+        typer.echo(f"dvc queue start -j {jobs}")
+        return
+
+    repo = repo.resolve()
+    env, threads = worker_env(jobs)
+    typer.echo(f"seed grid in {repo}: {seeds} seeds, train.epochs={epochs}, {jobs} workers × {threads} threads")
+    total_start = time.monotonic()
+    skip = preflight(repo, [p.name for p in phase1], resume, check_cache)
+    t1, failed1 = run_phase(repo, [p for p in phase1 if p.name not in skip], jobs, env, poll, "phase 1")
+    failures = show_failures(repo, failed1)
+
+    _, exps = report.parse_exp_show(report.exp_show(repo))
+    best, scores = pick_best(exps, prefix, seeds)
+    if best is None:
+        typer.echo("no phase-1 experiment finished; see the failures above", err=True)
+        raise typer.Exit(1)
+    typer.echo("phase-1 mean val macro-F1: " + ", ".join(f"{v} {m:.4f}" for v, (m, _) in sorted(scores.items(), key=lambda x: -x[1][0])))
+    typer.echo(f"best phase-1 variant: {best}")
+    phase2 = expand(2, phase2_variants(best, dict(p1_variants)[best]), seeds, epochs, extras, prefix)
+    skip2 = preflight(repo, [p.name for p in phase2], resume, check_cache=False)
+    t2, failed2 = run_phase(repo, [p for p in phase2 if p.name not in skip2], jobs, env, poll, "phase 2")
+    failures += show_failures(repo, failed2)
+    total = time.monotonic() - total_start
+
+    commits, exps = report.parse_exp_show(report.exp_show(repo))
+    planned = {p.name for p in phase1 + phase2}
+    text = report.build_report(
+        commits, [e for e in exps if e.name in planned],
+        baseline=f"{prefix}{best}", compare=(f"{prefix}{best}", f"{prefix}{best}-balance"),
+        read_predictions=lambda rev: report.git_show(repo, rev, report.PREDICTIONS),
+        title="Ablation: seed grid",
+        preamble=preamble(repo, seeds, epochs, jobs, threads, extras, best, scores),
+        appendix=appendix(t1, t2, total, failures),
+    )
+    out = out if out.is_absolute() else repo / out
+    report.write_report(out, text)
+    typer.echo(text, nl=False)
+    typer.echo(f"report written to {out}")
+
+
+def preamble(repo, seeds, epochs, jobs, threads, extras, best, scores) -> str:
+    ranking = ", ".join(f"{v} {m:.4f} (n={n})" for v, (m, n) in sorted(scores.items(), key=lambda x: -x[1][0]))
+    lines = [
+        f"Phase 1: model {{{', '.join(MODELS)}}} × train.augment {{{', '.join(AUGMENTS)}}}, oversample.method=none; "
+        f"phase 2: best + oversample.method=balance, best + train.loss=focal. Seeds 0..{seeds - 1}, "
+        f"train.epochs={epochs}, {jobs} queue workers × OMP_NUM_THREADS={threads}."
+        + (f" Extra overrides: {', '.join(f'{k}={v}' for k, v in extras.items())}." if extras else ""),
+        "",
+        f"Phase-2 choice by mean validation macro-F1 (never test): **{best}** — {ranking}.",
+    ]
+    return "\n".join(lines)
+
+
+def appendix(t1: float, t2: float, total: float, failures: list[tuple[str, str]]) -> str:
+    lines = ["## Wall time", "", "| phase | wall time |", "|---|---:|",
+             f"| 1 | {fmt_time(t1)} |", f"| 2 | {fmt_time(t2)} |", f"| total | {fmt_time(total)} |"]
+    if failures:
+        lines += ["", "## Failed experiments", ""]
+        for name, excerpt in failures:
+            lines += [f"`dvc queue logs {name}` (last lines):", "", "```", excerpt, "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,138 @@
+"""The seed-grid runner: the queued commands, the phase-2 choice (validation only), queue parsing."""
+import json
+import shlex
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from emopipe import ablation, report
+
+COMMIT = "a" * 40
+
+
+def exp(name, seed, model, augment, val, test, oversample="none", state="success"):
+    """One `dvc exp show --json` experiment entry (DVC 3.67 shape, see tests/test_report.py)."""
+    params = {"seed": seed, "model": model, "oversample": {"method": oversample},
+              "train": {"epochs": 2, "loss": "ce", "augment": augment}}
+    metrics = {"metrics/train.json": {"data": {"val_macro_f1": val}},
+               "metrics/eval.json": {"data": {"accuracy": test, "macro_precision": test, "macro_recall": test, "macro_f1": test}},
+               "metrics/shift.json": {"data": {"plain": {"macro_f1": 0.3}}}}
+    rev = f"{abs(hash(name)):x}".rjust(40, "0")[:40]
+    return {"revs": [{"rev": rev, "name": name, "error": None if state == "success" else {"msg": "Experiment run failed"},
+                      "data": {"rev": rev, "params": {"params.yaml": {"data": params}}, "metrics": metrics}}],
+            "executor": {"state": state}, "name": name}
+
+
+def phase1_results(prefix="", failed_best=False):
+    """Fake phase-1 results: wider-basic best on validation, small-none best on test."""
+    val = {"small-none": 0.50, "small-basic": 0.55, "small-targeted": 0.52,
+           "wider-none": 0.51, "wider-basic": 0.60, "wider-targeted": 0.58}
+    exps = []
+    for variant, v in val.items():
+        model, augment = variant.split("-")
+        for seed in range(3):
+            test = 0.90 if variant == "small-none" else 0.40
+            state = "failed" if failed_best and variant == "wider-basic" else "success"
+            exps.append(exp(f"{prefix}{variant}-s{seed}", seed, model, augment, v + 0.01 * seed, test, state=state))
+    return [{"rev": "workspace", "name": None, "data": None, "experiments": None},
+            {"rev": COMMIT, "name": "main", "data": {"params": {}}, "experiments": exps}]
+
+
+def test_pick_best_uses_validation_never_test():
+    _, exps = report.parse_exp_show(phase1_results())
+    best, scores = ablation.pick_best(exps, "", 3)
+    assert best == "wider-basic"
+    assert scores["wider-basic"] == (pytest.approx(0.61), 3)
+    assert scores["small-none"][0] == pytest.approx(0.51)  # the best on test, ignored
+
+
+def test_pick_best_skips_failed_experiments_and_other_prefixes():
+    _, exps = report.parse_exp_show(phase1_results(failed_best=True))
+    assert ablation.pick_best(exps, "", 3)[0] == "wider-targeted"
+    assert ablation.pick_best(exps, "other-", 3) == (None, {})
+
+
+def dry_run(tmp_path, *args):
+    (tmp_path / "params.yaml").write_text("seed: 0\ntrain:\n  epochs: 7\n")
+    result = CliRunner().invoke(ablation.app, ["--repo", str(tmp_path), "--dry-run", *args])
+    assert result.exit_code == 0, result.output
+    commands = [shlex.split(line) for line in result.output.splitlines() if line.startswith("dvc exp run")]
+    return result.output, commands
+
+
+def overrides(cmd):
+    return dict(cmd[i + 1].split("=", 1) for i, arg in enumerate(cmd) if arg == "-S")
+
+
+def test_dry_run_prints_the_24_commands(tmp_path):
+    (tmp_path / "shown.json").write_text(json.dumps(phase1_results("m-")))
+    output, commands = dry_run(tmp_path, "--prefix", "m-", "--epochs", "5", "--from-json", str(tmp_path / "shown.json"),
+                               "--extra", "data.source=folder", "--extra", "data.folder=/data/mux")
+    assert len(commands) == 24
+    assert all(c[:4] == ["dvc", "exp", "run", "--queue"] and c[4] == "--name" for c in commands)
+    names = [c[5] for c in commands]
+    assert len(set(names)) == 24
+    phase1 = {f"m-{m}-{a}-s{s}" for m in ("small", "wider") for a in ("none", "basic", "targeted") for s in range(3)}
+    assert set(names[:18]) == phase1
+    assert names[18:] == [f"m-wider-basic-balance-s{s}" for s in range(3)] + [f"m-wider-basic-focal-s{s}" for s in range(3)]
+    for cmd in commands:
+        o = overrides(cmd)
+        assert o["train.epochs"] == "5" and o["data.source"] == "folder" and o["data.folder"] == "/data/mux"
+        assert cmd[5].endswith(f"-s{o['seed']}")
+    assert overrides(commands[0]) == {"model": "small", "train.augment": "none", "oversample.method": "none",
+                                           "seed": "0", "train.epochs": "5", "data.source": "folder", "data.folder": "/data/mux"}
+    balance, focal = overrides(commands[18]), overrides(commands[21])
+    assert (balance["model"], balance["train.augment"], balance["oversample.method"]) == ("wider", "basic", "balance")
+    assert "train.loss" not in balance
+    assert (focal["model"], focal["train.augment"], focal["oversample.method"], focal["train.loss"]) == ("wider", "basic", "none", "focal")
+    assert "best phase-1 variant by mean val macro-F1 = wider-basic" in output
+    assert output.count("dvc queue start -j 2") == 2
+
+
+def test_dry_run_without_results_uses_params_epochs_and_a_placeholder(tmp_path):
+    output, commands = dry_run(tmp_path, "--seeds", "2", "--jobs", "1")
+    assert len(commands) == 12 + 4
+    assert all(overrides(c)["train.epochs"] == "7" for c in commands)
+    assert [c[5] for c in commands[12:]] == ["BEST-balance-s0", "BEST-balance-s1", "BEST-focal-s0", "BEST-focal-s1"]
+    assert overrides(commands[12])["model"] == "<BEST>"
+    assert "dvc queue start -j 1" in output
+
+
+def test_extra_may_not_override_the_grid():
+    assert ablation.parse_extra(["data.source=folder", "a.b=x=y"]) == {"data.source": "folder", "a.b": "x=y"}
+    for bad in (["seed=3"], ["model=wider"], ["train.epochs=3"], ["nokey"]):
+        with pytest.raises(typer.BadParameter):
+            ablation.parse_extra(bad)
+
+
+def test_worker_threads_split_the_cores(monkeypatch):
+    monkeypatch.setattr(ablation.os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    env, threads = ablation.worker_env(2)
+    assert threads == 1 and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert ablation.worker_env(1)[1] == 2 and ablation.worker_env(4)[1] == 1
+
+
+QUEUE_STATUS = """\
+Task     Name                Created    Status
+08ae3a9  small-none-s0       11:33 AM   Success
+45811eb  small-none-s1       11:33 AM   Failed
+1f2e3d4  small-none-s2       Nov 24, 2026   Running
+abcdef0  wider-none-s0       11:34 AM   Queued
+
+Worker status: 1 active, 1 idle
+"""
+
+
+def test_queue_status_parsing(monkeypatch):
+    monkeypatch.setattr(ablation, "run", lambda *a, **k: type("Done", (), {"stdout": QUEUE_STATUS})())
+    statuses, workers = ablation.queue_status(None)
+    assert statuses == {"small-none-s0": "Success", "small-none-s1": "Failed", "small-none-s2": "Running",
+                        "wider-none-s0": "Queued"}
+    assert workers == 2
+    monkeypatch.setattr(ablation, "run", lambda *a, **k: type("Done", (), {"stdout": "No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n"})())
+    assert ablation.queue_status(None) == ({}, 0)
+
+
+def test_fmt_time():
+    assert ablation.fmt_time(65.4) == "1m05s" and ablation.fmt_time(3725) == "1h02m05s"
