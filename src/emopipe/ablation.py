@@ -11,7 +11,6 @@ environment of that command, so OMP_NUM_THREADS/MKL_NUM_THREADS = cores // J is 
 """
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import statistics
@@ -25,6 +24,8 @@ import typer
 import yaml
 
 from emopipe import report
+from emopipe.runtime import available_cores
+from emopipe.sandbox import tool_env
 
 MODELS = ("small", "wider")
 AUGMENTS = ("none", "basic", "targeted")
@@ -99,14 +100,8 @@ def run(repo: Path, *args: str, env: dict | None = None, check: bool = True) -> 
     return done
 
 
-def tool_env() -> dict[str, str]:
-    from emopipe.sandbox import tool_env as env
-    return env()
-
-
 def worker_env(jobs: int) -> tuple[dict[str, str], int]:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // jobs)
+    threads = max(1, available_cores() // jobs)
     env = tool_env()
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env, threads
@@ -175,7 +170,7 @@ def run_phase(repo: Path, planned: list[Planned], jobs: int, env: dict, poll: fl
         try:
             time.sleep(poll)
         except KeyboardInterrupt:
-            typer.echo(f"\ninterrupted; the queued experiments keep running (`dvc queue status`, `dvc queue stop`, "
+            typer.echo("\ninterrupted; the queued experiments keep running (`dvc queue status`, `dvc queue stop`, "
                        "`dvc queue kill NAME`); rerun with --resume to continue", err=True)
             raise
         statuses, workers = queue_status(repo)

@@ -67,12 +67,16 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def available_cores() -> int:
+    """Cores this process may run on (affinity/cgroup aware)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def configure_threads(processes: int = 1) -> int:
     """Threads for this process: OMP_NUM_THREADS if set (e.g. by `dvc queue` workers sharing
     the machine), else the cores this process may run on (affinity aware) split between the
     `processes` ranks of a DDP run."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, cores // processes))
+    threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, available_cores() // processes))
     torch.set_num_threads(threads)
     return threads
 
