@@ -3,6 +3,7 @@ from pathlib import Path
 
 import typer
 
+from emopipe import numerics
 from emopipe.checkpoint import load_checkpoint, save_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
@@ -25,6 +26,7 @@ def main(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     p = load_params(params)
+    numerics.require(p.train.precision)
     seed_everything(p.seed)
     configure_threads()
     runtime = select_runtime(p.train.precision)
@@ -47,6 +49,7 @@ def main(
         "after": after,
         "in_domain_before": {k: in_domain_before[k] for k in ("accuracy", "macro_f1")},
         "in_domain_after": {k: in_domain_after[k] for k in ("accuracy", "macro_f1")},
+        "forgetting": round(in_domain_before["macro_f1"] - in_domain_after["macro_f1"], 4),
     })
     typer.echo(f"adapt ({a.shots}/class): shift macro-F1 {before['macro_f1']:.3f} -> {after['macro_f1']:.3f}; "
                f"in-domain {in_domain_before['macro_f1']:.3f} -> {in_domain_after['macro_f1']:.3f}")

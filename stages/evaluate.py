@@ -4,6 +4,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
+from emopipe import numerics
 from emopipe.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
@@ -35,6 +36,7 @@ def main(
     plots: Path = typer.Option(Path("plots/eval"), help="folder for predictions.csv and confusion.png"),
 ) -> None:
     p = load_params(params)
+    numerics.require(p.train.precision)
     configure_threads()
     runtime = select_runtime(p.train.precision)
     net, meta = load_checkpoint(model, runtime.device)

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import typer
 
+from emopipe import numerics
 from emopipe.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
@@ -22,6 +23,7 @@ def main(
     examples: int = typer.Option(6, min=1, help="Grad-CAM images per row (correct, wrong)"),
 ) -> None:
     p = load_params(params)
+    numerics.require(p.train.precision)
     configure_threads()
     runtime = select_runtime(p.train.precision)
     net, meta = load_checkpoint(model, runtime.device)

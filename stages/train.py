@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
+from emopipe import numerics
 from emopipe.checkpoint import input_spec, save_checkpoint
 from emopipe.cli import run
 from emopipe.crossval import cross_validate, pool
@@ -35,6 +36,7 @@ def main(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     p = load_params(params)
+    numerics.require(p.train.precision)
     if p.train.processes > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(torchrun(p.train.processes, sys.argv))
     dist = Distributed.from_env()
@@ -43,7 +45,7 @@ def main(
     runtime = select_runtime(p.train.precision, dist.device)
     train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
     faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}
-    spec = input_spec(p.input.size, p.input.channels, faces)
+    spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
     cfg = fit_config(p.train, p.seed, train_set.classes)
 
     def new_model():
@@ -72,6 +74,7 @@ def main(
         "val_macro_f1": best["val_macro_f1"],
         "val_accuracy": best["val_accuracy"],
         "processes": dist.world_size,
+        "numerics": numerics.describe(runtime.device.type, runtime.precision, threads),
     } | ({"cv": cv} if cv else {}))
     typer.echo(f"{p.model}: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.3f} "
                f"({result.seconds:.0f} s, {runtime.device.type}/{runtime.precision}, {dist.world_size}×{threads} threads)"

@@ -1,3 +1,4 @@
+import emopipe  # noqa: F401  (first: pins the CPU numerics before torch computes)
 import pytest
 import torch
 

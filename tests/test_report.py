@@ -1,6 +1,7 @@
 """The experiment report: DVC's `exp show --json` shape, variants over seeds, statistics, confusion change."""
 import copy
 import json
+import math
 import statistics
 import subprocess
 
@@ -153,20 +154,65 @@ def test_table_means_and_sample_stds_over_seeds():
     one = next(line for line in text.splitlines() if line.startswith("| one |"))
     assert "| model=wider | 1 |" in one and "0.9000 ±—" in one
     assert text.index("| base |") < text.index("| one |")  # baseline first
-    assert "- **one**: Δ test macro-F1 +0.2900 vs base; cannot tell (one seed)" in text
+    # paired on seed 0 only: 0.9 − 0.5, not the difference of the means (+0.29)
+    assert "| one | model=wider | 1 | +0.4000 [n/a (one paired seed)] | n/a | +0.1000 [n/a (one paired seed)] | n/a |" in text
 
 
-def test_spread_rule_and_differing_params():
-    base = [fake_exp(f"b-s{s}", s, f1=f) for s, f in enumerate([0.60, 0.62, 0.64])]          # std 0.02
-    near = [fake_exp(f"near-s{s}", s, f1=f, augment="none") for s, f in enumerate([0.61, 0.65, 0.69])]  # std 0.04, Δ +0.03
-    far = [fake_exp(f"far-s{s}", s, f1=f, model="wider", oversample="balance") for s, f in enumerate([0.70, 0.71, 0.72])]
+T_975_2 = 4.302652729911275  # Student's t, 0.975 quantile, 2 degrees of freedom
+
+
+def test_paired_difference_t_interval():
+    base = {0: 0.5, 1: 0.6, 2: 0.7}
+    d = report.paired_difference({0: 0.6, 1: 0.8, 2: 1.0}, base)  # diffs 0.1, 0.2, 0.3: sd 0.1
+    assert d.n == 3 and d.mean == pytest.approx(0.2)
+    assert d.half_width == pytest.approx(T_975_2 * 0.1 / math.sqrt(3)) == pytest.approx(0.248413, abs=1e-6)
+    assert (d.low, d.high) == (pytest.approx(0.2 - 0.248413, abs=1e-6), pytest.approx(0.2 + 0.248413, abs=1e-6))
+    assert d.verdict == "within noise"  # the interval holds 0
+
+
+def test_paired_difference_beyond_noise_both_ways():
+    base = {0: 0.50, 1: 0.70, 2: 0.60}  # large seed-to-seed spread, cancelled by the pairing
+    better = report.paired_difference({0: 0.53, 1: 0.72, 2: 0.64}, base)  # diffs .03 .02 .04
+    assert better.low > 0 and better.verdict == "better"
+    worse = report.paired_difference({0: 0.46, 1: 0.65, 2: 0.54}, base)  # diffs -.04 -.05 -.06
+    assert worse.high < 0 and worse.verdict == "worse"
+    same = report.paired_difference(base, base)
+    assert (same.mean, same.half_width, same.verdict) == (0, 0, "within noise")
+
+
+def test_paired_difference_pairs_only_shared_seeds():
+    d = report.paired_difference({0: 0.6, 5: 0.9}, {0: 0.5, 1: 0.1})
+    assert d.n == 1 and d.mean == pytest.approx(0.1)
+    assert d.half_width is None and d.low is None and d.high is None and d.verdict == "n/a"
+    assert report.paired_difference({1: 0.5}, {0: 0.5}) is None
+
+
+def test_comparison_table_pairs_by_seed_and_differing_params():
+    base = [fake_exp(f"b-s{s}", s, f1=f) for s, f in enumerate([0.60, 0.70, 0.64])]            # std 0.05
+    near = [fake_exp(f"near-s{s}", s, f1=f, augment="none") for s, f in enumerate([0.62, 0.65, 0.69])]  # diffs +.02 -.05 +.05
+    far = [fake_exp(f"far-s{s}", s, f1=f, model="wider", oversample="balance", shift=0.3 - 0.01 * s)
+           for s, f in enumerate([0.63, 0.72, 0.68])]                                         # diffs +.03 +.02 +.04
+    far.append(fake_exp("far-s7", 7, f1=0.1, model="wider", oversample="balance"))            # no baseline seed 7
     commits, parsed = report.parse_exp_show(shown(*base, *near, *far))
     text = report.build_report(commits, parsed, baseline="b")
-    assert "| near | train.augment=none | 3 |" in text
-    assert "| far | model=wider, oversample.method=balance | 3 |" in text
-    assert "- **near**: Δ test macro-F1 +0.0300 vs b (spread 0.0600): within the seed-to-seed spread" in text
-    assert "- **far**: Δ test macro-F1 +0.0900 vs b (spread 0.0300): **exceeds** the seed-to-seed spread" in text
+    assert "| near | train.augment=none | 3 |" in text and "| far | model=wider, oversample.method=balance | 4 |" in text
     assert report.RULE in text
+    assert "| variant | changed params | n pairs | Δ test macro-F1 [95% CI] | verdict | Δ shift macro-F1 [95% CI] | verdict |" in text
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.split("(paired seeds)")[1].splitlines()
+            if line.startswith("| ") and " pairs " not in line}
+    near_d = report.paired_difference({0: 0.02, 1: -0.05, 2: 0.05}, {0: 0, 1: 0, 2: 0})
+    assert rows["near"] == (f"| near | train.augment=none | 3 | +0.0067 [{near_d.low:+.4f}, {near_d.high:+.4f}] | within noise "
+                            "| +0.0000 [+0.0000, +0.0000] | within noise |")
+    far_d = report.paired_difference({0: 0.03, 1: 0.02, 2: 0.04}, {0: 0, 1: 0, 2: 0})
+    assert far_d.low > 0
+    assert rows["far"] == (f"| far | model=wider, oversample.method=balance | 3 | +0.0300 [{far_d.low:+.4f}, {far_d.high:+.4f}] "
+                           "| **better** | -0.0100 [-0.0348, +0.0148] | within noise |")
+    assert list(rows) == ["far", "near"]  # the baseline gets no row
+
+
+def test_comparison_with_only_the_baseline():
+    commits, parsed = report.parse_exp_show(shown(*(fake_exp(f"b-s{s}", s) for s in range(2))))
+    assert "(only the baseline variant)" in report.build_report(commits, parsed)
 
 
 def test_default_baseline_is_the_variant_closest_to_the_commit():

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import typer
 from torch import nn
 
+from emopipe import numerics
 from emopipe.checkpoint import input_spec
 from emopipe.cli import run
 from emopipe.data import store
@@ -170,7 +171,7 @@ def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) 
         raise ParamError(f"{data} is packed at {'×'.join(map(str, train.images.shape[1:]))} but params say "
                          f"{'×'.join(map(str, expected))}: run `dvc repro pack`")
     faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}  # as the train stage
-    spec = input_spec(p.input.size, p.input.channels, faces)
+    spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
     cfg = fit_config(p.train, p.seed, train.classes)
 
     def new_model() -> nn.Module:
@@ -278,6 +279,7 @@ def main(
     json_out: Path = typer.Option(None, "--json", help="also write the results to this JSON file"),
 ) -> None:
     p = load_params(params)
+    numerics.require(p.train.precision)
     if not packed(data) and not repro:
         raise FileNotFoundError(f"{data}/train.pt and test.pt are needed: run `dvc repro pack` first "
                                 "(or drop --no-repro to bench on the sandbox's packed data)")

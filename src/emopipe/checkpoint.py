@@ -12,9 +12,15 @@ from emopipe.models import build
 MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
 
 
-def input_spec(size: int, channels: int, faces: dict | None = None) -> dict:
-    """Preprocessing a checkpoint expects; `faces` (enabled, margin, size) tells predict how to crop."""
+def input_spec(size: int, channels: int, faces: dict | None = None, normalization: str = "fixed") -> dict:
+    """Preprocessing a checkpoint expects; `faces` (enabled, margin, size) tells predict how to crop.
+
+    `normalization: per_image` standardises each image to zero mean and unit variance (over its
+    pixels and channels) before the fixed mean/std: brightness and contrast no longer reach the
+    model, which matters most under a photometric domain shift.
+    """
     spec = {"size": size, "channels": channels, "mean": [MEAN] * channels, "std": [STD] * channels}
+    spec |= {"normalization": normalization} if normalization != "fixed" else {}
     return spec | ({"faces": dict(faces)} if faces is not None else {})
 
 
@@ -39,6 +45,8 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
 def normalize(batch: torch.Tensor, spec: dict) -> torch.Tensor:
     """uint8 or [0,1] float batch → normalised float batch, per the checkpoint's input spec."""
     x = batch.float() / 255.0 if batch.dtype == torch.uint8 else batch
+    if spec.get("normalization") == "per_image":
+        return (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
     mean = torch.tensor(spec["mean"], device=x.device).view(1, -1, 1, 1)
     std = torch.tensor(spec["std"], device=x.device).view(1, -1, 1, 1)
     return (x - mean) / std

@@ -5,6 +5,7 @@ import sys
 
 import typer
 
+from emopipe import numerics
 from emopipe.data.intake import IntakeError
 from emopipe.data.kaggle import SourceError
 from emopipe.params import ParamError
@@ -14,8 +15,11 @@ USER_ERRORS = (ParamError, IntakeError, SourceError, FileNotFoundError)
 
 def run(app: typer.Typer) -> None:
     """Run a stage app; user errors print `error: ...` on stderr and exit with status 2."""
+    numerics.relaunch_allowed = True
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # not standalone, click *returns* a `typer.Exit` code
+        if isinstance(code, int) and code:
+            raise SystemExit(code)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -20,8 +20,9 @@ class ParamError(ValueError):
 
 
 SOURCES = ("synthetic", "kaggle", "folder")
+NORMALIZATIONS = ("fixed", "per_image")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
-AUGMENT_POLICIES = ("none", "basic", "targeted")
+AUGMENT_POLICIES = ("none", "basic", "targeted", "shift")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOSSES = ("ce", "focal")
 SCHEDULERS = ("none", "onecycle", "plateau", "cosine")
@@ -69,6 +70,7 @@ class OversampleParams:
 class InputParams:
     size: int = 64
     channels: int = 3
+    normalization: str = "fixed"  # fixed | per_image (each image to zero mean, unit variance)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class TrainParams:
     grad_clip: float = 0.0
     folds: int = 1
     processes: int = 1
-    precision: str = "auto"
+    precision: str = "fp32"
     transfer: TransferParams = TransferParams()
 
 
@@ -172,6 +174,7 @@ def validate(p: Params) -> None:
         raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")
     _range("input.size", p.input.size, 16, 1024)
     _choice("input.channels", p.input.channels, (1, 3))
+    _choice("input.normalization", p.input.normalization, NORMALIZATIONS)
     t = p.train
     _range("train.epochs", t.epochs, 1, 10_000)
     _range("train.batch_size", t.batch_size, 1, 65_536)
@@ -196,7 +199,7 @@ def validate(p: Params) -> None:
     _range("eval.batch_size", p.eval.batch_size, 1, 65_536)
     a = p.adapt
     _range("adapt.shots", a.shots, 1, 100_000)
-    _range("adapt.epochs", a.epochs, 1, 10_000)
+    _range("adapt.epochs", a.epochs, 0, 10_000)  # 0: no adaptation (the before/after baseline)
     _range("adapt.lr", a.lr, 0.0, 10.0, low_open=True)
     _range("adapt.batch_size", a.batch_size, 1, 65_536)
     _choice("adapt.augment", a.augment, AUGMENT_POLICIES)

@@ -57,7 +57,7 @@ def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = N
     on when a checkpoint does not say). ``face_found`` is NA when detection was skipped or
     the file is unreadable.
     """
-    runtime = select_runtime("auto")
+    runtime = select_runtime("fp32")
     model, meta = load_checkpoint(model_path, runtime.device)
     spec, classes = meta["input"], meta["classes"]
     trained = spec.get("faces", {})

@@ -4,9 +4,10 @@
     python -m emopipe.report --only abl- --baseline abl-small-basic --compare abl-small-basic abl-small-basic-balance
 
 Test metrics come from metrics/eval.json, validation macro-F1 from metrics/train.json and
-shift macro-F1 from metrics/shift.json (plain). `--compare A B` adds the confusion matrix of B
-minus that of A (experiment names or variant names; a variant sums over its seeds), read from
-plots/eval/predictions.csv in each experiment's commit.
+shift macro-F1 from metrics/shift.json (plain). Each variant is compared with the baseline by
+paired differences over the seeds both were run with (`paired_difference`). `--compare A B` adds
+the confusion matrix of B minus that of A (experiment names or variant names; a variant sums over
+its seeds), read from plots/eval/predictions.csv in each experiment's commit.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import re
 import statistics
 import subprocess
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
+from scipy import stats
 
 SEED_KEYS = ("seed",)          # params that vary within a variant
 PREDICTIONS = "plots/eval/predictions.csv"
@@ -37,8 +40,14 @@ COLUMNS = (
 )
 TEST_F1 = "macro F1"
 VAL_F1 = "val macro-F1"
-RULE = ("a difference counts as beyond seed noise when |Δ mean test macro-F1| > std(variant) + std(baseline) "
-        "(sample stds over seeds); with one seed on either side it cannot be told")
+SHIFT_F1 = "shift macro-F1"
+CONFIDENCE = 0.95
+CI = f"{CONFIDENCE:.0%} CI"
+RULE = ("variant and baseline are paired by seed (only seeds both were run with); per pair "
+        "d = metric(variant) − metric(baseline), so what a seed does to both runs alike cancels. The table gives "
+        f"mean d over the n pairs with a {CONFIDENCE:.0%} Student-t interval, mean ± t({(1 + CONFIDENCE) / 2:g}, n−1)"
+        "·sd(d)/√n. A difference is beyond seed noise (**better** or **worse**) only when the interval excludes 0, "
+        "otherwise within noise; with one paired seed there is no interval")
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -140,12 +149,62 @@ class Variant:
         _, stem, path = next(c for c in COLUMNS if c[0] == column)
         return [v for e in self.exps if (v := e.metric(stem, path)) is not None]
 
+    def by_seed(self, column: str) -> dict[Any, float]:
+        """{seed: metric} over the experiments that have it; experiments repeating a seed are averaged."""
+        _, stem, path = next(c for c in COLUMNS if c[0] == column)
+        runs: dict[Any, list[float]] = {}
+        for e in self.exps:
+            if (v := e.metric(stem, path)) is not None:
+                runs.setdefault(e.params.get("seed"), []).append(v)
+        return {seed: statistics.fmean(vals) for seed, vals in runs.items()}
+
     def stat(self, column: str) -> tuple[float, float | None, int]:
         """(mean, sample std or None for one value, n)."""
         vals = self.values(column)
         if not vals:
             return math.nan, None, 0
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """Mean of the paired differences variant − baseline over n shared seeds, and its confidence interval."""
+    n: int
+    mean: float
+    half_width: float | None        # t(1 − α/2, n−1)·sd/√n; None with one pair (no interval)
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half_width is None else self.mean - self.half_width
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half_width is None else self.mean + self.half_width
+
+    @property
+    def verdict(self) -> str:
+        """better | worse (the interval excludes 0; higher = better) | within noise | n/a (one pair)."""
+        if self.half_width is None:
+            return "n/a"
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "within noise"
+
+
+def paired_difference(variant: Mapping[Any, float], baseline: Mapping[Any, float]) -> PairedDiff | None:
+    """Differences variant[s] − baseline[s] over the seeds s in both: their mean with a CONFIDENCE Student-t
+    interval, mean ± t(1 − α/2, n−1)·sd/√n (sample sd, ddof=1). None when no seed is in both."""
+    diffs = [variant[s] - baseline[s] for s in variant if s in baseline]
+    n = len(diffs)
+    if n == 0:
+        return None
+    mean = statistics.fmean(diffs)
+    if n == 1:
+        return PairedDiff(n=1, mean=mean, half_width=None)
+    t = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1))
+    return PairedDiff(n=n, mean=mean, half_width=t * statistics.stdev(diffs) / math.sqrt(n))
 
 
 def stem(name: str) -> str:
@@ -197,6 +256,17 @@ def fmt_stat(mean: float, std: float | None, n: int) -> str:
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f} ±—"
 
 
+def fmt_paired(d: PairedDiff | None, n_pairs: int) -> tuple[str, str]:
+    """(Δ [CI] cell, verdict cell); the pair count is added when it differs from the row's `n_pairs`."""
+    if d is None:
+        return "—", "—"
+    count = f" (n={d.n})" if d.n != n_pairs else ""
+    if d.half_width is None:
+        return f"{d.mean:+.4f} [n/a (one paired seed)]{count}", "n/a"
+    cell = f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]{count}"
+    return cell, (f"**{d.verdict}**" if d.verdict in ("better", "worse") else d.verdict)
+
+
 # ---------------------------------------------------------------------------- confusion matrices
 def git_show(repo: Path, rev: str, path: str) -> str:
     done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
@@ -245,16 +315,18 @@ def order_variants(variants: list[Variant], baseline: Variant, sort: str) -> lis
     return [baseline, *rest]
 
 
-def spread_verdict(v: Variant, base: Variant) -> str:
-    (m, s, n), (mb, sb, nb) = v.stat(TEST_F1), base.stat(TEST_F1)
-    if not n or not nb:
-        return f"- **{v.label}**: no test macro-F1"
-    delta = m - mb
-    if s is None or sb is None:
-        return f"- **{v.label}**: Δ test macro-F1 {delta:+.4f} vs {base.label}; cannot tell (one seed)"
-    spread = s + sb
-    verdict = "**exceeds** the seed-to-seed spread" if abs(delta) > spread else "within the seed-to-seed spread"
-    return f"- **{v.label}**: Δ test macro-F1 {delta:+.4f} vs {base.label} (spread {spread:.4f}): {verdict}"
+def comparison_table(variants: list[Variant], base: Variant) -> list[str]:
+    """Markdown rows: each variant against the baseline by paired seeds, test and shift macro-F1."""
+    lines = [f"| variant | changed params | n pairs | Δ test macro-F1 [{CI}] | verdict "
+             f"| Δ shift macro-F1 [{CI}] | verdict |", "|---|---|---:|---:|---|---:|---|"]
+    for v in variants:
+        test = paired_difference(v.by_seed(TEST_F1), base.by_seed(TEST_F1))
+        shift = paired_difference(v.by_seed(SHIFT_F1), base.by_seed(SHIFT_F1))
+        n_pairs = test.n if test else 0
+        changed = ", ".join(f"{k}={fmt_value(x)}" for k, x in differences(v.params, base.params).items()) or "—"
+        cells = [v.label, changed, str(n_pairs), *fmt_paired(test, n_pairs), *fmt_paired(shift, n_pairs)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def build_report(
@@ -297,8 +369,9 @@ def build_report(
         out.append(f"| {v.label} | {changed} | {len(v.exps)} | " + " | ".join(cells) + " |")
     out += ["", "Seeds per variant: " + "; ".join(f"{v.label}: {', '.join(map(str, v.seeds))}" for v in ordered), ""]
 
-    out += ["## Test macro-F1 against the baseline", "", f"Rule: {RULE}.", ""]
-    out += [spread_verdict(v, base) for v in ordered if v is not base] or ["(only the baseline variant)"]
+    others = [v for v in ordered if v is not base]
+    out += [f"## Against the baseline {base.label} (paired seeds)", "", f"Rule: {RULE}.", ""]
+    out += comparison_table(others, base) if others else ["(only the baseline variant)"]
     out.append("")
 
     if compare:

@@ -1,8 +1,10 @@
-"""Device, precision, memory format and threads, picked per machine.
+"""Device, precision, memory format and threads.
 
-`precision: auto` means bf16 autocast + channels_last where the hardware has native bf16
-(CUDA with bf16, or CPUs with AVX-512 BF16 / AMX), fp16 on older CUDA GPUs, fp32 elsewhere:
-on a CPU without native bf16 (e.g. AVX2 only), bf16 autocast is several times *slower*.
+`precision: fp32` (the default) runs the pinned, bit-reproducible CPU kernels (numerics.py).
+`precision: auto` is the fast path: bf16 autocast + channels_last where the hardware has
+native bf16 (CUDA with bf16, or CPUs with AVX-512 BF16 / AMX), fp16 on older CUDA GPUs, fp32
+with the machine's best kernels elsewhere (on a CPU without native bf16, e.g. AVX2 only, bf16
+autocast is several times *slower*).
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import nn
+
+from emopipe import numerics
+
+numerics.configure_torch()
 
 
 @dataclass(frozen=True)
@@ -58,13 +64,10 @@ def select_runtime(precision: str = "auto", device: str | None = None) -> Runtim
 
 
 def seed_everything(seed: int) -> None:
-    """Same seed, same params → same metrics on CPU."""
+    """Same seed, same params → same bits on CPU (with the numerics of numerics.py)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.benchmark = False
 
 
 def available_cores() -> int:

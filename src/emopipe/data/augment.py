@@ -23,12 +23,17 @@ class Policy:
     brightness: float = 0.0
     contrast: float = 0.0
     grayscale: float = 0.0  # probability
+    blur: float = 0.0  # probability of a 3×3 box blur
+    noise: float = 0.0  # max std of additive Gaussian pixel noise (per sample, uniform in [0, noise])
 
 
 POLICIES = {
     "none": Policy(),
     "basic": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2),
     "targeted": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2, grayscale=0.2, translate=0.1),
+    # the shifted domain's nuisances: low contrast, colour casts, blur, sensor noise
+    "shift": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.3, contrast=0.5, grayscale=0.2,
+                    translate=0.1, blur=0.5, noise=0.08),
 }
 
 
@@ -66,4 +71,10 @@ def augment(x: torch.Tensor, policy: Policy, generator: torch.Generator) -> torc
         grey = (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]).expand_as(x)
         use = (torch.rand(n, generator=generator) < policy.grayscale).view(shape).to(x.device)
         x = torch.where(use, grey, x)
+    if policy.blur > 0:
+        blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+        x = torch.where((torch.rand(n, generator=generator) < policy.blur).view(shape).to(x.device), blurred, x)
+    if policy.noise > 0:
+        std = _uniform(n, 0.0, policy.noise, generator).view(shape).to(x.device)
+        x = x + std * torch.randn(x.shape, generator=generator).to(x.device)
     return x.clamp(0.0, 1.0)

@@ -1,0 +1,98 @@
+"""Which CPU kernels compute the numbers: pinned by default, so results are bit-identical everywhere.
+
+Float results depend on the kernels that run, and three libraries pick theirs per machine:
+PyTorch's own kernels by CPU capability (AVX2 vs AVX-512 reductions sum in another order),
+oneDNN by ISA (its convolution backward also splits reductions by thread count), and MKL's
+GEMM by ISA. *Portable* mode, the default, pins all three before torch loads —
+`ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`, `MKL_CBWR=AVX2,STRICT` (strict:
+the same GEMM result at any thread count) — and switches oneDNN off, so convolutions run as
+im2col + MKL GEMM. The same params and seed then give the same bits on any x86-64 CPU with
+AVX2, at any thread count (checked with 1, 2, 3, 4 and 5 threads), at about 0.6× the speed of
+the machine's best kernels.
+
+*Native* mode (`EMOPIPE_NUMERICS=native`) leaves every library its best kernels: faster,
+and what `train.precision: auto | bf16 | fp16` needs (bf16 is fast only with AMX/AVX-512
+BF16); not bit-reproducible across CPUs or thread counts. Stages switch to it by
+themselves when the params ask for a precision other than fp32 (`require`).
+GPU results are never bit-identical across GPU models or driver versions.
+
+This module must not import torch: `emopipe/__init__.py` calls `pin_environment()` before
+anything else of the package, and so before torch is imported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+MODE_VARIABLE = "EMOPIPE_NUMERICS"
+relaunch_allowed = False  # set by the stage runner (cli.run): only a stage script may replace its process
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
+
+
+def mode() -> str:
+    """'portable' (default) or 'native'."""
+    return "native" if os.environ.get(MODE_VARIABLE, "portable") == "native" else "portable"
+
+
+def pin_environment() -> None:
+    """In portable mode, set the ISA caps; they must be in place before torch first computes."""
+    if mode() == "portable":
+        os.environ.update(PORTABLE_ENV)
+
+
+def mode_for(precision: str) -> str:
+    return "portable" if precision == "fp32" else "native"
+
+
+def require(precision: str) -> None:
+    """Make this stage process run in the numerics mode `precision` needs.
+
+    The caps are read once per process, so a stage script in the wrong mode replaces itself
+    (`exec`) with the same command in the right one. In-process callers (tests, notebooks)
+    get an error instead: they choose the mode with EMOPIPE_NUMERICS before importing emopipe.
+    """
+    wanted = mode_for(precision)
+    if mode() == wanted:
+        return
+    if not relaunch_allowed:
+        raise RuntimeError(
+            f"train.precision={precision!r} needs {wanted} numerics, but this process runs {mode()} numerics: "
+            f"set {MODE_VARIABLE}={wanted} before importing emopipe"
+        )
+    env = {k: v for k, v in os.environ.items() if wanted == "portable" or k not in PORTABLE_ENV}
+    env[MODE_VARIABLE] = wanted
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def configure_torch() -> None:
+    """Torch-side switches of the mode: oneDNN off in portable mode, deterministic algorithms always."""
+    import torch
+
+    torch.backends.mkldnn.enabled = mode() == "native"
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    if mode() == "portable" and torch.backends.cpu.get_cpu_capability() not in ("AVX2", "DEFAULT"):
+        raise RuntimeError("torch computed before emopipe pinned the CPU numerics: import emopipe before torch")
+
+
+def describe(device: str, precision: str, threads: int) -> dict:
+    """The numeric environment for metrics/train.json, so `dvc metrics diff` shows why two runs differ.
+
+    The thread count is listed only in native mode: portable results do not depend on it, and
+    recording it would make the metrics file (and its hash in dvc.lock) differ between machines.
+    """
+    import torch
+
+    info = {
+        "mode": mode(),
+        "device": device,
+        "precision": precision,
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "onednn": bool(torch.backends.mkldnn.enabled),
+        "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
+        "torch": torch.__version__,
+    }
+    return info | ({"threads": threads} if mode() == "native" else {})
