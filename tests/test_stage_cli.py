@@ -57,3 +57,11 @@ def test_shots_larger_than_a_class_name_the_param(tmp_path):
                  "--out", str(tmp_path / "split"), "--metrics", str(tmp_path / "data.json"))
     assert done.returncode == 2 and "adapt.shots=5 is too large for class" in done.stderr
     assert not (tmp_path / "split").exists()
+
+
+def test_an_exit_code_raised_in_a_stage_reaches_the_shell(tmp_path):
+    """`cli.run` runs apps in non-standalone mode, where click *returns* a typer.Exit code: it must still exit with it."""
+    script = tmp_path / "stage.py"
+    script.write_text("import typer\nfrom emopipe.cli import run\napp = typer.Typer()\n\n"
+                      "@app.command()\ndef main() -> None:\n    raise typer.Exit(3)\n\nrun(app)\n")
+    assert subprocess.run([sys.executable, str(script)], capture_output=True).returncode == 3

@@ -136,3 +136,24 @@ def test_cross_validation_reports_mean_and_std(toy_set):
     f1s = [f["val_macro_f1"] for f in cv["per_fold"].values()]
     assert cv["val_macro_f1"]["mean"] == pytest.approx(np.mean(f1s), abs=1e-4)
     assert cv["val_macro_f1"]["std"] == pytest.approx(np.std(f1s, ddof=1), abs=1e-4)
+
+
+def test_per_image_normalization_removes_brightness_and_contrast():
+    from emopipe.checkpoint import normalize
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, generator=g)
+    spec = input_spec(16, 3, normalization="per_image")
+    z = normalize(x, spec)
+    assert torch.allclose(z.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(z.std(dim=(1, 2, 3)), torch.ones(2), atol=1e-4)
+    assert torch.allclose(normalize(0.5 * x + 0.2, spec), z, atol=1e-4)  # darker, flatter: same input to the model
+    assert not torch.allclose(normalize(0.5 * x + 0.2, input_spec(16, 3)), normalize(x, input_spec(16, 3)))
+
+
+def test_shift_policy_blurs_and_adds_noise_deterministically():
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    a = augment(x, POLICIES["shift"], torch.Generator().manual_seed(0))
+    b = augment(x, POLICIES["shift"], torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
+    assert not torch.equal(a, augment(x, POLICIES["targeted"], torch.Generator().manual_seed(0)))
