@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from emopipe.data import store
-from emopipe.gate import compare, markdown, read_metrics, tolerance
+from emopipe.gate import GATED, compare, markdown, read_metrics, tolerance
 from emopipe.sandbox import make_sandbox, sh, tool_env
 
 TINY = Path(__file__).with_name("tiny_params.yaml")
@@ -51,7 +51,7 @@ def test_repro_writes_every_metric_and_plot(repo):
     assert set(ev["per_class"]) == {"anger", "disgust", "fear", "happy", "pain", "sad"}
     assert set(load(repo, "shift")) == {"plain", "tta"}
     adapt = load(repo, "adapt")
-    assert adapt["shots_per_class"] == 3 and {"before", "after"} <= set(adapt)
+    assert adapt["shots_per_class"] == 5 and {"before", "after"} <= set(adapt)
     for plot in ("train/history.csv", "train/curves.png", "eval/predictions.csv", "eval/confusion.png"):
         assert (repo / "plots" / plot).stat().st_size > 0
     assert (repo / "models" / "model.pt").exists() and (repo / "models" / "adapted.pt").exists()
@@ -131,6 +131,26 @@ def test_gate_passes_the_same_run_and_fails_broken_optimisation(repo):
         exp_run(repo, "broken-lr", "train.lr=1e-7")  # effectively untrained
         ok, rows = compare(reference, read_metrics(repo / "metrics"))
         assert not ok and "FAIL" in markdown(rows)
+    finally:
+        restore(repo)
+
+
+def test_gate_watches_every_metric_well_above_chance(repo):
+    """On the tiny config no gated metric sits at the floor, so each one can fall (chance macro-F1 1/6)."""
+    found = read_metrics(repo / "metrics")
+    assert set(found) == set(GATED)
+    assert all(found[k] >= 2 / 6 for k in GATED if GATED[k] > 0), found
+    assert load(repo, "adapt")["in_domain_after"]["macro_f1"] >= 2 / 6
+
+
+def test_gate_fails_when_adaptation_is_broken(repo):
+    """Broken adaptation: zero fine-tuning epochs leave the adapted model as it was."""
+    reference = single_run_reference(repo)
+    try:
+        exp_run(repo, "broken-adapt", "adapt.epochs=0")
+        ok, rows = compare(reference, read_metrics(repo / "metrics"))
+        failed = {r["metric"] for r in rows if r["verdict"].startswith("FAIL")}
+        assert not ok and failed == {"adapt.after.macro_f1"}, markdown(rows)
     finally:
         restore(repo)
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from emopipe.data.synthetic import CLASSES, DEFAULT_COUNTS, DOMAINS, generate
+import yaml
+
+from emopipe.data.synthetic import CLASSES, DOMAIN_STYLES, DOMAINS, domain_style, generate
 
 SIZE = 64
 FOUR_EACH = {c: 4 for c in CLASSES}
@@ -27,8 +29,9 @@ def source(tmp_path_factory) -> Path:
 
 
 def test_public_constants():
-    assert set(DEFAULT_COUNTS) == set(CLASSES) and len(CLASSES) == 6
-    assert sum(DEFAULT_COUNTS.values()) == 1148
+    default_counts = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["data"]["synthetic_counts"]
+    assert set(default_counts) == set(CLASSES) and len(CLASSES) == 6
+    assert sum(default_counts.values()) == 1148  # as many photos as the Kaggle set
     assert DOMAINS == ("source", "shift")
 
 
@@ -76,6 +79,16 @@ def test_shift_domain_is_blurrier_and_warmer(source, tmp_path):
     src, sh = _stats(source), _stats(_gen(tmp_path, domain="shift"))
     assert sh[:, 0].mean() < 0.8 * src[:, 0].mean()
     assert sh[:, 1].mean() > src[:, 1].mean() + 20
+
+
+def test_severity_moves_the_shift_style_from_source_to_shift(source, tmp_path):
+    assert domain_style("shift", 1.0) == DOMAIN_STYLES["shift"]  # exactly: the default shift is unchanged
+    assert domain_style("shift", 0.0) == DOMAIN_STYLES["source"]
+    assert domain_style("source", 0.3) == DOMAIN_STYLES["source"]
+    src, mild, full = _stats(source), _stats(_gen(tmp_path / "mild", domain="shift", severity=0.3)), _stats(_gen(tmp_path / "full", domain="shift"))
+    assert src[:, 1].mean() < mild[:, 1].mean() < full[:, 1].mean()  # warmth grows with severity
+    with pytest.raises(ValueError, match="severity"):
+        generate(tmp_path, FOUR_EACH, domain="shift", severity=1.5, progress=False)
 
 
 def test_label_noise_changes_only_some_images(source, tmp_path):

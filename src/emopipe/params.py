@@ -39,6 +39,7 @@ class SourceParams:
     synthetic_domain: str = "source"
     synthetic_counts: dict[str, int] = field(default_factory=dict)
     synthetic_size: int = 160
+    synthetic_severity: float = 1.0  # shift domain only: 0 = source style .. 1 = full shift
     label_noise: float = 0.03
 
 
@@ -160,6 +161,7 @@ def validate(p: Params) -> None:
         if any(n < 1 for n in src.synthetic_counts.values()):
             raise ParamError(f"{name}.synthetic_counts must be positive, got {src.synthetic_counts}")
         _range(f"{name}.label_noise", src.label_noise, 0.0, 1.0)
+        _range(f"{name}.synthetic_severity", src.synthetic_severity, 0.0, 1.0)
     _range("faces.margin", p.faces.margin, 0.0, 2.0)
     _range("faces.size", p.faces.size, 16, 2048)
     _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))

@@ -27,16 +27,20 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def tool_env() -> dict[str, str]:
-    """Environment whose PATH finds this interpreter's `python` and `dvc` first."""
+def tool_env(repo: Path | None = None) -> dict[str, str]:
+    """Environment whose PATH finds this interpreter's `python` and `dvc` first; with `repo`, its
+    `src/` comes first on PYTHONPATH, so a sandbox runs its own copy of the code, not the
+    editable install's (which may change while the sandbox runs)."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if repo is not None and (repo / "src").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo / "src"), env.get("PYTHONPATH")]))
     return env
 
 
 def sh(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run a command in `cwd`; raise with its output when it fails."""
-    done = subprocess.run(args, cwd=cwd, env=tool_env(), capture_output=True, text=True)
+    """Run a command in `cwd` (with the code of `cwd`'s src/); raise with its output when it fails."""
+    done = subprocess.run(args, cwd=cwd, env=tool_env(Path(cwd)), capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"`{' '.join(args)}` failed ({done.returncode}) in {cwd}:\n{done.stdout}\n{done.stderr}")
     return done
@@ -69,7 +73,7 @@ def main(
 ) -> None:
     make_sandbox(dest, params)
     if repro:
-        subprocess.run(["dvc", "repro"], cwd=dest, env=tool_env(), check=True)
+        subprocess.run(["dvc", "repro"], cwd=dest, env=tool_env(dest), check=True)
 
 
 if __name__ == "__main__":

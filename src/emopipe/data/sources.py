@@ -18,7 +18,8 @@ def source_folder(src: SourceParams, section: str, staging: Path, seed: int, pro
     if src.source == "synthetic":
         try:
             synthetic.generate(staging, src.synthetic_counts, domain=src.synthetic_domain, size=src.synthetic_size,
-                               seed=seed, label_noise=src.label_noise, progress=progress)
+                               seed=seed, label_noise=src.label_noise, severity=src.synthetic_severity,
+                               progress=progress)
         except ValueError as err:
             raise ParamError(f"{section}.synthetic_counts / {section}.synthetic_domain: {err}") from None
         return staging

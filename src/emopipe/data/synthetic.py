@@ -32,7 +32,6 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 CLASSES = ("happy", "sad", "anger", "pain", "disgust", "fear")
-DEFAULT_COUNTS: dict[str, int] = {"happy": 230, "sad": 224, "anger": 214, "pain": 162, "disgust": 159, "fear": 159}
 DOMAINS = ("source", "shift")
 
 
@@ -474,12 +473,29 @@ def photograph(img: Image.Image, style: Domain, rng: np.random.Generator) -> Ima
     return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
 
 
-def render(label: str, domain: str, rng: np.random.Generator, size: int, label_noise: float) -> Image.Image:
+def domain_style(domain: str, severity: float = 1.0) -> Domain:
+    """The nuisance style of `domain`; `severity` in [0, 1] moves the shift domain's style from
+    the source style (0) to the full shift (1), for a shift of chosen strength. Numbers are
+    interpolated; the side lighting switches on at 0.5. The source domain ignores `severity`."""
+    if domain == "source":
+        return DOMAIN_STYLES["source"]
+    a, b, t = DOMAIN_STYLES["source"], DOMAIN_STYLES[domain], severity
+
+    def mix(x, y):
+        if isinstance(x, bool):
+            return y if t >= 0.5 else x
+        if isinstance(x, tuple):
+            return tuple(mix(u, v) for u, v in zip(x, y))
+        return x * (1 - t) + y * t  # exactly y at t = 1
+
+    return Domain(**{f.name: mix(getattr(a, f.name), getattr(b, f.name)) for f in fields(Domain)})
+
+
+def render(label: str, style: Domain, rng: np.random.Generator, size: int, label_noise: float) -> Image.Image:
     """One labelled image: with probability `label_noise` the face shows another class's expression."""
     if rng.random() < label_noise:
         others = [k for k in CLASSES if k != label]
         label = others[rng.integers(len(others))]
-    style = DOMAIN_STYLES[domain]
     face = sample_face(sample_expression(label, rng), style, rng)
     img = draw_face(face, rng, size)
     scene = draw_background(style, rng, 2 * size)
@@ -488,7 +504,7 @@ def render(label: str, domain: str, rng: np.random.Generator, size: int, label_n
 
 
 def generate(out_dir: Path, counts: dict[str, int], *, domain: str = "source", size: int = 160,
-             seed: int = 0, label_noise: float = 0.03, progress: bool = True) -> int:
+             seed: int = 0, label_noise: float = 0.03, severity: float = 1.0, progress: bool = True) -> int:
     """Writes out_dir/<class>/<class>_<i:04d>.jpg (RGB, size x size, JPEG quality 92), returns number written.
 
     Image i of a class depends only on (seed, domain, class, i).
@@ -498,11 +514,14 @@ def generate(out_dir: Path, counts: dict[str, int], *, domain: str = "source", s
         raise ValueError(f"unknown class(es) {unknown}; known classes: {list(CLASSES)}")
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; known domains: {list(DOMAINS)}")
+    if not 0.0 <= severity <= 1.0:
+        raise ValueError(f"severity must lie in [0, 1], got {severity}")
+    style = domain_style(domain, severity)
     out_dir = Path(out_dir)
     jobs = [(label, i) for label, n in counts.items() for i in range(n)]
     for label, i in tqdm(jobs, desc=f"synthetic faces ({domain})", unit="img", disable=not progress):
         rng = np.random.default_rng(np.random.SeedSequence([seed, DOMAINS.index(domain), CLASSES.index(label), i]))
         path = out_dir / label / f"{label}_{i:04d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        render(label, domain, rng, size, label_noise).save(path, quality=92)
+        render(label, style, rng, size, label_noise).save(path, quality=92)
     return len(jobs)
