@@ -33,8 +33,8 @@ def main(
     net, meta = load_checkpoint(model, runtime.device)
     shots, shift_eval, test = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test"))
     spec, bs = meta["input"], p.eval.batch_size
-    before, _ = evaluate(net, shift_eval, spec, runtime, bs)
-    in_domain_before, _ = evaluate(net, test, spec, runtime, bs)
+    before, _ = evaluate(net, shift_eval, spec, runtime, bs, source=str(data / "shift_eval.pt"))
+    in_domain_before, _ = evaluate(net, test, spec, runtime, bs, source=str(data / "test.pt"))
 
     a = p.adapt
     cfg = FitConfig(a.epochs, a.batch_size, a.lr, p.train.weight_decay, p.train.label_smoothing, p.train.class_weights, False, a.augment, p.seed)

@@ -41,7 +41,7 @@ def main(
     runtime = select_runtime(p.train.precision)
     net, meta = load_checkpoint(model, runtime.device)
     test = store.load(data)
-    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size)
+    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, source=str(data))
     write_json(metrics, result)
     write_csv(plots / "predictions.csv", predictions_frame(test, probs))
     matrix = confusion(test.labels.numpy(), probs.argmax(1), len(test.classes))

@@ -28,7 +28,7 @@ def main(
     runtime = select_runtime(p.train.precision)
     net, meta = load_checkpoint(model, runtime.device)
     shift = store.load(data)
-    plain, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size)
+    plain, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, source=str(data))
     tta, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, tta=True)
     write_json(metrics, {"plain": plain, "tta": tta})
     typer.echo(f"shift: macro-F1 {plain['macro_f1']:.3f} plain, {tta['macro_f1']:.3f} with flip TTA")

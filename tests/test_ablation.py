@@ -1,6 +1,7 @@
 """The seed-grid runner: the queued commands, the phase-2 choice (validation only), queue parsing."""
 import json
 import shlex
+from types import SimpleNamespace
 
 import pytest
 import typer
@@ -136,3 +137,39 @@ def test_queue_status_parsing(monkeypatch):
 
 def test_fmt_time():
     assert ablation.fmt_time(65.4) == "1m05s" and ablation.fmt_time(3725) == "1h02m05s"
+
+
+class FakeRepo:
+    """Stands in for dvc.repo.Repo: two outputs, one `cache: false`; or raises `error` on open."""
+
+    error: Exception | None = None
+
+    def __init__(self, root):
+        if self.error:
+            raise self.error
+        self.index = SimpleNamespace(outs=[SimpleNamespace(def_path="data/packed", use_cache=True),
+                                           SimpleNamespace(def_path="plots/eval", use_cache=False)])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_uncached_outputs_surface_real_errors(monkeypatch, tmp_path):
+    import sys
+
+    import dvc.repo
+    from dvc.exceptions import DvcException
+
+    monkeypatch.setattr(dvc.repo, "Repo", FakeRepo)
+    assert ablation.uncached_outputs(tmp_path) == {"plots/eval"}
+    monkeypatch.setattr(FakeRepo, "error", DvcException("broken dvc.yaml"))
+    with pytest.raises(RuntimeError, match=f"DVC cannot read the outputs of {tmp_path}: broken dvc.yaml"):
+        ablation.uncached_outputs(tmp_path)
+    monkeypatch.setattr(FakeRepo, "error", AttributeError("'Index' object has no attribute 'outs'"))  # a DVC API change
+    with pytest.raises(AttributeError):
+        ablation.uncached_outputs(tmp_path)
+    monkeypatch.setitem(sys.modules, "dvc.repo", None)  # DVC's Python package not importable here
+    assert ablation.uncached_outputs(tmp_path) == set()

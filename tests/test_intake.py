@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFile
 
+from emopipe.data import intake
 from emopipe.data.intake import (
     MANIFEST_COLUMNS,
+    MAX_DECODED_SIDE,
     REJECT_COLUMNS,
     ImageRejected,
     IntakeError,
@@ -275,13 +277,55 @@ def test_load_rgb_leaves_global_truncation_flag_alone(tmp_path, monkeypatch):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
 
-@pytest.mark.parametrize("pixels", [15 * 10, 20 * 20])  # PIL warns above the limit, errors above 2x
-def test_pil_bomb_warning_and_error_are_rejects(tmp_path, monkeypatch, pixels):
+@pytest.mark.parametrize("pixels", [15 * 10, 20 * 20])  # PIL warns above its limit, errors above 2x
+def test_pil_global_bomb_limit_is_replaced_by_max_pixels_and_restored(tmp_path, monkeypatch, pixels):
     _write(tmp_path / "x.png", _encoded(Image.new("RGB", (pixels // 10, 10)), "PNG"))
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    assert load_rgb(tmp_path / "x.png", max_pixels=10**9).size == (pixels // 10, 10)
+    assert Image.MAX_IMAGE_PIXELS == 100
     with pytest.raises(ImageRejected) as err:
-        load_rgb(tmp_path / "x.png", max_pixels=10**9)
-    assert err.value.reason.startswith("decompression-bomb: ")
+        load_rgb(tmp_path / "x.png", max_pixels=pixels - 1)
+    assert err.value.reason == f"decompression-bomb: {pixels // 10}x10 = {pixels:,} pixels > {pixels - 1:,}"
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+@pytest.fixture(scope="module")
+def phone_photo(tmp_path_factory) -> Path:
+    """A 50 MP phone-camera JPEG (8700x5800); one colour, so it is small on disk and quick to write."""
+    path = tmp_path_factory.mktemp("large") / "src" / "happy" / "phone.jpg"
+    path.parent.mkdir(parents=True)
+    Image.new("RGB", (8700, 5800), (200, 150, 120)).save(path, "JPEG", quality=80)
+    return path
+
+
+def test_large_photo_is_kept_and_decoded_downscaled(phone_photo, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000_000)  # a strict global limit must not reject it
+    img = load_rgb(phone_photo)
+    assert max(img.size) <= MAX_DECODED_SIDE and max(img.size) > MAX_DECODED_SIDE // 2
+    assert abs(img.width / img.height - 8700 / 5800) < 0.01
+    assert img.mode == "RGB" and img.getpixel((10, 10)) == pytest.approx((200, 150, 120), abs=3)
+    assert Image.MAX_IMAGE_PIXELS == 40_000_000
+
+
+def test_large_photo_ends_in_the_manifest(phone_photo, tmp_path):
+    result = ingest_folder(phone_photo.parents[1], tmp_path / "out", progress=False)
+    assert result.rejects.empty
+    row = _row(result, "happy/phone.jpg")
+    assert (row.width, row.height) == (1024, 683)
+    assert Image.open(tmp_path / "out" / row.path).size == (1024, 683)
+
+
+def test_large_png_is_downscaled_after_decoding(tmp_path):
+    _write(tmp_path / "wide.png", _encoded(Image.new("RGB", (6000, 60), (10, 20, 30)), "PNG"))
+    assert load_rgb(tmp_path / "wide.png").size == (MAX_DECODED_SIDE, 41)
+
+
+def test_header_over_the_absurd_bound_is_a_decompression_bomb(tmp_path):
+    assert intake.MAX_PIXELS >= 200_000_000  # above any camera
+    _write(tmp_path / "bomb.png", _png_header_only(20_000, 20_000))  # 400 MP claimed, ~100 bytes on disk
+    with pytest.raises(ImageRejected) as err:
+        load_rgb(tmp_path / "bomb.png")
+    assert err.value.reason == f"decompression-bomb: 20000x20000 = 400,000,000 pixels > {intake.MAX_PIXELS:,}"
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,17 @@ def test_repo_params_load():
         ({"data.source": "folder"}, "data.folder must be set"),
         ({"input.channels": 2}, "input.channels=2"),
         ({"train.class_weights": "yes"}, "train.class_weights must be true or false"),
+        ({"train.epochs": "10"}, "train.epochs must be an integer, got '10'"),
+        ({"train.epochs": True}, "train.epochs must be an integer, got True"),
+        ({"train.epochs": None}, "train.epochs must be an integer, got None"),
+        ({"train.lr": float("nan")}, "train.lr must be a finite number, got nan"),
+        ({"train.lr": [0.1]}, "train.lr must be a finite number, got [0.1]"),
+        ({"train.focal_alpha": [1, 2]}, "train.focal_alpha must be a mapping, got [1, 2]"),
+        ({"train.focal_alpha": None}, "train.focal_alpha must be a mapping, got None"),
+        ({"train.focal_alpha": {"happy": "x"}}, "train.focal_alpha.happy must be a finite number, got 'x'"),
+        ({"model_args": None}, "model_args must be a mapping, got None"),
+        ({"data.folder": 3}, "data.folder must be a string, got 3"),
+        ({"train.transfer": [1]}, "train.transfer must be a mapping, got [1]"),
     ],
 )
 def test_bad_params_name_the_param(tmp_path, override, needle):
@@ -58,3 +69,16 @@ def test_missing_keys_keep_section_defaults(tmp_path):
     path.write_text("shift: {source: synthetic, synthetic_counts: {happy: 3}}\ndata: {synthetic_counts: {happy: 3}}\n")
     p = load_params(path)
     assert p.shift.synthetic_domain == "shift" and p.data.synthetic_domain == "source"
+
+
+def test_ints_for_floats_and_none_where_allowed(tmp_path):
+    p = load_params(write(tmp_path, {"train.lr": 1, "data.folder": None, "train.focal_alpha": {"happy": 2}}))
+    assert p.train.lr == 1.0 and isinstance(p.train.lr, float)
+    assert p.data.folder is None and p.train.focal_alpha == {"happy": 2.0}
+
+
+def test_an_annotation_without_a_check_is_a_bug_not_a_pass():
+    from emopipe.params import _coerce
+
+    with pytest.raises(TypeError, match="no rule for its annotation"):
+        _coerce("train.sizes", tuple[int, ...], (1, 2))

@@ -19,7 +19,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3))
+    faces = {"enabled": True, "margin": 0.25, "size": 160}
+    checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3, faces))
     return path
 
 
@@ -88,6 +89,7 @@ def test_cli_folder_with_csv_and_json(tmp_path, photos, model_path):
     done = runner.invoke(app, [str(photos), "--model", str(model_path), "--csv", str(csv), "--json", str(js), "--top", "2"])
     assert done.exit_code == 0, done.output
     assert "predicted 5 of 6 photo(s), 1 unreadable; skipped 2" in done.output
+    assert "faces: cropped to the largest face (the model was trained on face crops)" in done.output
     assert "corrupt" in done.output and "top 2" in done.output
     table = pd.read_csv(csv, keep_default_na=False)
     assert len(table) == 6 and {"p_a", "p_b", "p_c", "error"} <= set(table.columns)
@@ -104,6 +106,7 @@ def test_cli_single_file_without_faces(photos, model_path):
     done = runner.invoke(app, [str(photos / "grey.png"), "--model", str(model_path), "--no-faces"])
     assert done.exit_code == 0, done.output
     assert "predicted 1 of 1 photo(s)" in done.output
+    assert "faces: not cropped (--no-faces given)" in done.output
 
 
 def test_cli_exits_1_when_nothing_could_be_predicted(tmp_path, photos, model_path):
@@ -144,3 +147,20 @@ def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
         calls.clear()
         frame = predict_module.predict_files([tmp_path / "x.png"], path)
         assert len(calls) == expected and frame["label"].iloc[0] in ("a", "b")
+
+
+def test_checkpoint_without_face_settings_is_not_face_cropped(tmp_path, photos, monkeypatch):
+    from emopipe import predict as predict_module
+
+    calls = []
+    monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])
+    path = tmp_path / "plain.pt"
+    checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3))
+    frame = predict_files(files(photos, "face.png"), path)
+    assert calls == [] and frame["face_found"].isna().all()
+    assert frame.attrs["faces"] == "not cropped (the checkpoint has no face settings)"
+    done = runner.invoke(app, [str(photos / "face.png"), "--model", str(path)])
+    assert done.exit_code == 0 and "faces: not cropped (the checkpoint has no face settings)" in done.output
+    forced = runner.invoke(app, [str(photos / "face.png"), "--model", str(path), "--faces"])
+    assert forced.exit_code == 0 and "faces: cropped to the largest face (--faces given)" in forced.output
+    assert calls == [1]

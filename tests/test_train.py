@@ -1,8 +1,14 @@
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+import yaml
+from typer.testing import CliRunner
 
 from emopipe.checkpoint import input_spec
+from emopipe.data import store
 from emopipe.data.augment import POLICIES, augment
 from emopipe.evaluate import classification_metrics, evaluate
 from emopipe.models import build
@@ -157,3 +163,66 @@ def test_shift_policy_blurs_and_adds_noise_deterministically():
     b = augment(x, POLICIES["shift"], torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and a.shape == x.shape and 0 <= a.min() and a.max() <= 1
     assert not torch.equal(a, augment(x, POLICIES["targeted"], torch.Generator().manual_seed(0)))
+
+
+def test_fp32_and_bf16_train_without_loss_scaling():
+    assert not select_runtime("fp32").grad_scaler().is_enabled()
+    assert not select_runtime("bf16", "cpu").grad_scaler().is_enabled()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 training needs a CUDA GPU")
+def test_fp16_training_scales_the_loss(toy_set, monkeypatch):
+    from emopipe.runtime import Runtime
+
+    scalers = []
+    make = Runtime.grad_scaler
+    monkeypatch.setattr(Runtime, "grad_scaler", lambda self: scalers.append(make(self)) or scalers[-1])
+    runtime = select_runtime("fp16", "cuda")
+    seed_everything(0)
+    model = build("small", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FitConfig(epochs=2, batch_size=16, lr=3e-3, grad_clip=1.0)
+    result = fit(model, toy_set(n_per_class=8, size=32), None, input_spec(32, 3), cfg, runtime, progress=False)
+    (scaler,) = scalers
+    state = scaler.state_dict()
+    assert scaler.is_enabled() and (state["_growth_tracker"] > 0 or state["scale"] < 2.0**16)  # it stepped or backed off
+    after = result.model.state_dict()
+    assert all(torch.isfinite(v.float()).all() for v in after.values())
+    assert any(not torch.equal(before[k], after[k].cpu()) for k in before if before[k].is_floating_point())
+    assert all(np.isfinite(row["train_loss"]) for row in result.history)
+
+
+def load_train_stage():
+    """stages/train.py as a module, run in-process (a subprocess spends ~10 s importing torch)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_stage", Path(__file__).resolve().parents[1] / "stages" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cross_validation_does_not_change_the_final_model(toy_set, tmp_path):
+    data = toy_set(n_per_class=8, size=32)
+    packed, split = tmp_path / "packed", tmp_path / "split"
+    packed.mkdir()
+    split.mkdir()
+    store.save(packed / "train.pt", data.subset(range(0, 32, 2)))
+    store.save(packed / "val.pt", data.subset(range(1, 32, 2)))
+    for name, rows in (("train", range(0, 32, 2)), ("val", range(1, 32, 2))):
+        pd.DataFrame({"image": [data.paths[i] for i in rows], "group": list(rows)}).to_csv(split / f"{name}.csv", index=False)
+    app = load_train_stage().app
+    weights = {}
+    for folds in (1, 2):
+        params = {"data": {"synthetic_counts": {"a": 1}}, "shift": {"synthetic_counts": {"a": 1}}, "model_args": {"dropout": 0.3},
+                  "input": {"size": 32}, "train": {"epochs": 1, "batch_size": 8, "folds": folds, "precision": "fp32"}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        out = tmp_path / f"folds{folds}"
+        done = CliRunner().invoke(app, ["--params", str(tmp_path / "params.yaml"), "--data", str(packed), "--split", str(split),
+                                        "--model-out", str(out / "model.pt"), "--metrics", str(out / "train.json"),
+                                        "--plots", str(out / "plots"), "--no-progress"])
+        assert done.exit_code == 0, done.output
+        weights[folds] = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert "2-fold CV" in done.output
+    assert weights[1].keys() == weights[2].keys()
+    assert all(torch.equal(weights[1][k], weights[2][k]) for k in weights[1])

@@ -202,12 +202,7 @@ def missing_dirs(repo: Path) -> list[str]:
     """
     lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
     cache = Path(run(repo, "dvc", "cache", "dir").stdout.strip())
-    try:  # `cache: false` outputs (plots, metrics) are never in the cache
-        from dvc.repo import Repo
-        with Repo(str(repo)) as dvc_repo:
-            uncached = {str(o.def_path) for o in dvc_repo.index.outs if not o.use_cache}
-    except Exception:  # noqa: BLE001 - DVC internals; without them only real directories are checked
-        uncached = set()
+    uncached = uncached_outputs(repo)
     missing = set()
     for stage in (lock.get("stages") or {}).values():
         for entry in (stage.get("outs") or []) + (stage.get("deps") or []):
@@ -215,6 +210,24 @@ def missing_dirs(repo: Path) -> list[str]:
             if md5.endswith(".dir") and entry["path"] not in uncached and not (cache / "files" / "md5" / md5[:2] / md5[2:]).exists():
                 missing.add(entry["path"])
     return sorted(missing)
+
+
+def uncached_outputs(repo: Path) -> set[str]:
+    """Paths of the `cache: false` outputs (plots, metrics), which are never in the cache.
+
+    Empty when DVC's Python package is not importable here (the `dvc` command may come from
+    another environment); DVC failing to read the repository is an error that names it.
+    """
+    try:
+        from dvc.exceptions import DvcException
+        from dvc.repo import Repo
+    except ImportError:
+        return set()
+    try:
+        with Repo(str(repo)) as dvc_repo:
+            return {str(o.def_path) for o in dvc_repo.index.outs if not o.use_cache}
+    except DvcException as e:
+        raise RuntimeError(f"DVC cannot read the outputs of {repo}: {e}") from e
 
 
 def preflight(repo: Path, names: list[str], resume: bool, check_cache: bool = True) -> set[str]:

@@ -33,16 +33,21 @@ def pool(train: TensorSet, val: TensorSet) -> TensorSet:
 
 def cross_validate(new_model: Callable[[], nn.Module], data: TensorSet, groups: np.ndarray, folds: int, oversample_method: str,
                    oversample_targets: dict[str, int], data_seed: int, spec: dict, cfg: FitConfig, runtime: Runtime, progress: bool = False) -> dict:
-    """Train a fresh model per fold; return per-fold best-epoch validation metrics and their mean/std."""
+    """Train a fresh model per fold; return per-fold best-epoch validation metrics and their mean/std.
+
+    The folds draw from a fork of the global RNG: the model the train stage builds after them
+    starts from the same weights (and dropout masks) whatever `folds` is.
+    """
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=data_seed)
     labels = data.labels.numpy()
     per_fold: list[dict] = []
-    for (train_rows, val_rows) in splitter.split(labels, labels, groups):
-        frame = pd.DataFrame({"label": [data.classes[i] for i in labels[train_rows]], "row": train_rows})
-        rows = oversample(frame, oversample_method, oversample_targets, data_seed)["row"].to_numpy()
-        result = fit(new_model(), data.subset(rows), data.subset(val_rows), spec, cfg, runtime, progress)
-        best = result.history[result.best_epoch - 1]
-        per_fold.append({"val_macro_f1": best["val_macro_f1"], "val_accuracy": best["val_accuracy"], "best_epoch": result.best_epoch})
+    with torch.random.fork_rng(devices=[runtime.device] if runtime.device.type == "cuda" else []):
+        for (train_rows, val_rows) in splitter.split(labels, labels, groups):
+            frame = pd.DataFrame({"label": [data.classes[i] for i in labels[train_rows]], "row": train_rows})
+            rows = oversample(frame, oversample_method, oversample_targets, data_seed)["row"].to_numpy()
+            result = fit(new_model(), data.subset(rows), data.subset(val_rows), spec, cfg, runtime, progress)
+            best = result.history[result.best_epoch - 1]
+            per_fold.append({"val_macro_f1": best["val_macro_f1"], "val_accuracy": best["val_accuracy"], "best_epoch": result.best_epoch})
     summary = {}
     for key in ("val_macro_f1", "val_accuracy"):
         values = np.array([f[key] for f in per_fold])

@@ -7,8 +7,13 @@ from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_f
 from torch import nn
 
 from emopipe.checkpoint import normalize
+from emopipe.data.intake import IntakeError
 from emopipe.data.store import TensorSet
 from emopipe.runtime import Runtime
+
+
+class EmptySetError(IntakeError):
+    """The set to evaluate holds no images (a user error: the stage ends in one line naming it)."""
 
 
 @torch.no_grad()
@@ -46,8 +51,12 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
     }
 
 
-def evaluate(model: nn.Module, data: TensorSet, spec: dict, runtime: Runtime, batch_size: int = 128, tta: bool = False) -> tuple[dict, np.ndarray]:
-    """Metrics and probabilities of `model` on `data`."""
+def evaluate(model: nn.Module, data: TensorSet, spec: dict, runtime: Runtime, batch_size: int = 128, tta: bool = False,
+             source: str = "the evaluation set") -> tuple[dict, np.ndarray]:
+    """Metrics and probabilities of `model` on `data` (read from `source`, named when it is empty)."""
+    if not len(data):
+        raise EmptySetError(f"{source} holds no images, so there is nothing to evaluate: "
+                            "check the split fractions (split.*) and that the data folder has images of every class")
     probs = predict_proba(model, data.images, spec, runtime, batch_size, tta)
     y_true = data.labels.numpy()
     return classification_metrics(y_true, probs.argmax(1), data.classes), probs

@@ -4,9 +4,11 @@
     python -m emopipe.predict photos/ --model models/model.pt --csv predictions.csv --top 3
 
 Each photo is decoded like intake does, cropped to its largest face like the faces stage
-does (a centre crop when none is found, or always with --no-faces), and resized to the
-checkpoint's input size. Files that cannot be decoded get an error row and do not stop the
-run. Exit status: 0 when at least one photo was predicted, 1 when none was, 2 for usage errors.
+does (a centre crop when none is found) if the model was trained on face crops (the
+checkpoint's input.faces; --faces/--no-faces override it; the output says which applied),
+and resized to the checkpoint's input size. Files that cannot be decoded get an error row
+and do not stop the run. Exit status: 0 when at least one photo was predicted, 1 when none
+was, 2 for usage errors.
 """
 from __future__ import annotations
 
@@ -53,16 +55,13 @@ def find_images(target: Path) -> tuple[list[Path], int]:
 def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = None) -> pd.DataFrame:
     """One row per path (COLUMNS, then ``p_<class>``); unreadable files get an ``error`` and no label.
 
-    ``faces=None`` crops faces as the model was trained (the checkpoint's ``input.faces``;
-    on when a checkpoint does not say). ``face_found`` is NA when detection was skipped or
-    the file is unreadable.
+    ``faces=None`` crops faces as the model was trained (see `face_cropping`); ``frame.attrs["faces"]``
+    says what was done and why. ``face_found`` is NA when detection was skipped or the file is unreadable.
     """
     runtime = select_runtime("fp32")
     model, meta = load_checkpoint(model_path, runtime.device)
     spec, classes = meta["input"], meta["classes"]
-    trained = spec.get("faces", {})
-    if faces is None:
-        faces = bool(trained.get("enabled", True))
+    faces, why = face_cropping(spec, faces)
     detector = FaceDetector() if faces else None
     rows = []
     for start in range(0, len(paths), _CHUNK):
@@ -75,7 +74,18 @@ def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = N
             rows.append({**row, "label": label, "probability": float(p.max()), **{f"p_{c}": float(v) for c, v in zip(classes, p)}})
     frame = pd.DataFrame(rows, columns=COLUMNS + [f"p_{c}" for c in classes])
     frame["face_found"] = frame["face_found"].astype("boolean")
+    frame.attrs["faces"] = f"{'cropped to the largest face' if faces else 'not cropped'} ({why})"
     return frame
+
+
+def face_cropping(spec: dict, faces: bool | None) -> tuple[bool, str]:
+    """(crop faces?, why): the user's choice, else the checkpoint's ``input.faces``; off when it has none."""
+    if faces is not None:
+        return faces, f"--{'faces' if faces else 'no-faces'} given"
+    if "faces" not in spec:
+        return False, "the checkpoint has no face settings"
+    enabled = bool(spec["faces"].get("enabled"))
+    return enabled, f"the model was trained {'on' if enabled else 'without'} face crops"
 
 
 def _prepare(path: Path, spec: dict, detector: FaceDetector | None) -> tuple[dict, torch.Tensor | None]:
@@ -148,6 +158,7 @@ def main(
 
     frame = predict_files(paths, model, faces=faces)
     Console().print(_table(frame, top, target if target.is_dir() else None))
+    typer.echo(f"faces: {frame.attrs['faces']}")
     if csv:
         write_csv(csv, frame)
     if json_out:

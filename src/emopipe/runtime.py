@@ -22,6 +22,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from emopipe import numerics
+from emopipe.params import ParamError
 
 numerics.configure_torch()
 
@@ -43,6 +44,10 @@ class Runtime:
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for fp16, whose small range flushes gradients to zero; bf16 and fp32 need none."""
+        return torch.amp.GradScaler("cuda", enabled=self.dtype is torch.float16)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -134,7 +139,16 @@ class Distributed:
             torch_dist.destroy_process_group()
 
 
+def check_gpus(processes: int) -> None:
+    """On CUDA every DDP rank needs its own GPU: refuse before launching rather than fail inside NCCL."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if processes > 1 and visible and visible < processes:
+        raise ParamError(f"train.processes={processes} needs {processes} CUDA GPUs, {visible} visible; "
+                         "set train.processes: 1 (or run on CPU with gloo: CUDA_VISIBLE_DEVICES=)")
+
+
 def torchrun(processes: int, argv: list[str]) -> int:
     """Run this script again under torchrun with `processes` ranks on this machine; its exit code."""
+    check_gpus(processes)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *argv]
     return subprocess.run(cmd, check=False).returncode

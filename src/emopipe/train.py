@@ -158,6 +158,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
     scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.epochs, steps_per_epoch)
     weight = loss_weights(train.labels, n_classes, cfg)
     weight = weight.to(runtime.device) if weight is not None else None
+    scaler = runtime.grad_scaler()
     net = dist.wrap(model)
 
     history: list[dict] = []
@@ -183,10 +184,12 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             losses = sample_losses(logits.float(), y, weight, cfg)
             loss = losses.sum() / denominator.to(losses.device) * dist.world_size  # DDP averages over ranks
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()
             if cfg.grad_clip:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # skipped when fp16 gradients overflowed
+            scaler.update()
             if cfg.scheduler == "onecycle":
                 scheduler.step()
             loss_sum += losses.detach().sum().item()

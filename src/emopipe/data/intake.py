@@ -12,16 +12,19 @@ manifest or in the rejects table with a reason ``"<code>: <detail>"``. Codes:
     not-an-image         content is not JPEG/PNG/WebP/BMP/GIF
     corrupt              looks like an accepted format but cannot be decoded
     truncated            file ends before the image data does
-    decompression-bomb   more pixels than ``max_pixels``
+    decompression-bomb   header claims more pixels than ``MAX_PIXELS`` (larger than any camera)
     unsupported          valid file using a feature/mode we cannot decode
 
 Only JPEG/PNG/WebP/BMP/GIF decoders are used, whatever the suffix says: this keeps
-PIL away from exotic plugins (e.g. EPS would shell out to Ghostscript).
+PIL away from exotic plugins (e.g. EPS would shell out to Ghostscript). Large photos
+(48–200 MP phones) are kept: they are decoded with bounded memory to at most
+``MAX_DECODED_SIDE`` pixels on their longest side.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import unicodedata
@@ -53,6 +56,12 @@ _SIGNATURES = {
     b"BM": "BMP",
 }
 _JPEG_QUALITY = 95
+# A header claiming more pixels than this is a decompression bomb, not a photo: the largest
+# camera sensors (phones included) take about 200 MP.
+MAX_PIXELS = 250_000_000
+# Longest side of a decoded image. Bounds memory for 48–200 MP photos (a JPEG is decoded at
+# 1/2, 1/4 or 1/8 scale right away); intake keeps at most 1024 px and later stages need no more.
+MAX_DECODED_SIDE = 4096
 _REJECT_EXAMPLES = 3
 
 
@@ -74,8 +83,11 @@ class IntakeResult:
     rejects: pd.DataFrame  # REJECT_COLUMNS, sorted by source
 
 
-def load_rgb(path: Path, *, max_pixels: int = 40_000_000) -> Image.Image:
-    """Fully decode ``path`` into an upright RGB image (first frame, alpha composited on white).
+def load_rgb(path: Path, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode ``path`` into an upright RGB image (first frame, alpha composited on white).
+
+    Images whose header claims more than ``max_pixels`` are rejected before any decoding;
+    larger than ``MAX_DECODED_SIDE`` ones are downscaled to it.
 
     Raises ImageRejected (an IntakeError) with a ``reason`` for anything unusable.
     """
@@ -88,7 +100,7 @@ def load_rgb(path: Path, *, max_pixels: int = 40_000_000) -> Image.Image:
     except OSError as e:
         raise ImageRejected(path, f"unreadable: {e.strerror or e}") from e
 
-    with _strict_decoding():
+    with _strict_decoding(max_pixels):
         try:
             img = Image.open(path, formats=_DECODERS)
         except UnidentifiedImageError as e:
@@ -99,18 +111,21 @@ def load_rgb(path: Path, *, max_pixels: int = 40_000_000) -> Image.Image:
             if img.width * img.height > max_pixels:
                 raise ImageRejected(
                     path,
-                    f"decompression-bomb: {img.width}x{img.height} = {img.width * img.height:,} pixels"
-                    f" > max_pixels {max_pixels:,}",
+                    f"decompression-bomb: {img.width}x{img.height} = {img.width * img.height:,} pixels > {max_pixels:,}",
                 )
             try:
+                if max(img.size) > MAX_DECODED_SIDE:
+                    img.draft("RGB", _draft_size(img.size))  # JPEG: decode at a reduced scale; others: no-op
                 img.load()  # first frame of animations; raises on truncated data
                 upright = ImageOps.exif_transpose(img)
             except Exception as e:
                 raise ImageRejected(path, _decode_reason(e)) from e
     try:
-        return _to_rgb(upright)
+        rgb = _to_rgb(upright)
     except (ValueError, OSError) as e:
         raise ImageRejected(path, f"unsupported: cannot convert mode {upright.mode} to RGB ({e})") from e
+    rgb.thumbnail((MAX_DECODED_SIDE, MAX_DECODED_SIDE), Image.Resampling.LANCZOS)  # shrinks only
+    return rgb
 
 
 def ingest_folder(
@@ -118,7 +133,7 @@ def ingest_folder(
     out_dir: Path,
     *,
     max_side: int = 1024,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = MAX_PIXELS,
     progress: bool = True,
 ) -> IntakeResult:
     """Normalise every image under ``src/<class>/**`` into ``out_dir/<class>/<slug>-<sha8>.jpg``.
@@ -164,16 +179,26 @@ def ingest_folder(
 
 
 @contextmanager
-def _strict_decoding() -> Iterator[None]:
-    """Refuse truncated files and treat PIL's bomb warning as an error, restoring global state."""
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+def _strict_decoding(max_pixels: int) -> Iterator[None]:
+    """Refuse truncated files; PIL's own bomb limit becomes ``max_pixels``. Restores global state.
+
+    PIL only warns between its limit and twice that: the warning is silenced because
+    ``load_rgb`` rejects every header over ``max_pixels`` itself, before decoding.
+    """
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, max_pixels
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             yield
     finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = previous
+
+
+def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
+    """The size ``size`` has when shrunk to ``MAX_DECODED_SIDE`` on its longest side (a JPEG draft decodes at least this)."""
+    scale = MAX_DECODED_SIDE / max(size)
+    return max(1, math.ceil(size[0] * scale)), max(1, math.ceil(size[1] * scale))
 
 
 def _unidentified_reason(head: bytes) -> str:
@@ -187,7 +212,7 @@ def _unidentified_reason(head: bytes) -> str:
 def _decode_reason(e: Exception) -> str:
     message = str(e) or type(e).__name__
     lowered = message.lower()
-    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+    if isinstance(e, Image.DecompressionBombError):  # over twice max_pixels: PIL refuses in Image.open
         return f"decompression-bomb: {message}"
     if "truncated" in lowered:
         return f"truncated: {message}"

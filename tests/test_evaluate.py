@@ -1,0 +1,39 @@
+"""evaluate on an empty set: a one-line user error naming the file, not a crash later on."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from emopipe.checkpoint import input_spec, save_checkpoint
+from emopipe.cli import USER_ERRORS
+from emopipe.data import store
+from emopipe.data.store import TensorSet
+from emopipe.evaluate import EmptySetError, evaluate
+from emopipe.models import build
+from emopipe.runtime import select_runtime
+
+REPO = Path(__file__).resolve().parents[1]
+EMPTY = TensorSet(torch.zeros((0, 3, 32, 32), dtype=torch.uint8), torch.zeros(0, dtype=torch.long), ["a", "b"], [])
+
+
+def test_evaluate_refuses_an_empty_set():
+    with pytest.raises(EmptySetError, match="data/packed/test.pt holds no images"):
+        evaluate(build("small", 2), EMPTY, input_spec(32, 3), select_runtime("fp32"), source="data/packed/test.pt")
+
+
+def test_evaluate_stage_names_the_empty_file(tmp_path):
+    save_checkpoint(tmp_path / "model.pt", build("small", 2), "small", {}, ["a", "b"], input_spec(32, 3))
+    store.save(tmp_path / "test.pt", EMPTY)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"synthetic_counts": {"a": 1}}, "shift": {"synthetic_counts": {"a": 1}}}))
+    spec = importlib.util.spec_from_file_location("evaluate_stage", REPO / "stages" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    done = CliRunner().invoke(module.app, ["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"),
+                                           "--data", str(tmp_path / "test.pt"), "--metrics", str(tmp_path / "eval.json"),
+                                           "--plots", str(tmp_path / "plots")])
+    assert isinstance(done.exception, EmptySetError) and isinstance(done.exception, USER_ERRORS)  # run(): `error: ...`, exit 2
+    assert f"{tmp_path / 'test.pt'} holds no images" in str(done.exception) and "\n" not in str(done.exception)
+    assert not (tmp_path / "eval.json").exists()
