@@ -32,7 +32,7 @@ AVX512 = "avx512f" in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo"
 
 def weights_hash(threads: int, **env: str) -> str:
     clean = {k: v for k, v in os.environ.items() if k not in (*numerics.PORTABLE_ENV, numerics.MODE_VARIABLE)}
-    done = subprocess.run([sys.executable, "-c", TRAIN], env=clean | env | {"OMP_NUM_THREADS": str(threads)},
+    done = subprocess.run([sys.executable, "-c", TRAIN], env=clean | env | {"OMP_NUM_THREADS": str(threads), "CUDA_VISIBLE_DEVICES": ""},
                           capture_output=True, text=True, check=True)
     return done.stdout.strip()
 

@@ -120,7 +120,7 @@ def test_progressive_unfreezing_trains_the_head_first(toy_set):
     data = toy_set(n_per_class=8, size=32)
     cfg = FitConfig(epochs=1, batch_size=16, lr=3e-3, freeze_epochs=1)
     fit(model, data, None, input_spec(32, 3), cfg, select_runtime("fp32"), progress=False)
-    assert all(torch.equal(frozen_before[n], p) for n, p in model.named_parameters() if n in frozen_before)
+    assert all(torch.equal(frozen_before[n], p.cpu()) for n, p in model.named_parameters() if n in frozen_before)
 
 
 def test_fit_config_orders_focal_alpha_by_class():
