@@ -29,17 +29,17 @@ test: install
 ## CI's metric gate: the tiny pipeline over 3 seeds in a sandbox, against .ci/gate-reference.json
 ## (per-metric mean and spread measured over 5 seeds by `make gate-reference`). Table: .gate/report.md
 gate: install
-	python -m emopipe.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
+	python -m emopipe.tools.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
 
 ## Re-measure the gate reference (after a change that moves the numbers on purpose; ~8 min).
 gate-reference: install
-	python -m emopipe.gate measure --params tests/tiny_params.yaml --seeds 5 --gate-seeds 3 --workdir .gate-measure --out .ci/gate-reference.json
+	python -m emopipe.tools.gate measure --params tests/tiny_params.yaml --seeds 5 --gate-seeds 3 --workdir .gate-measure --out .ci/gate-reference.json
 
 JOBS ?= 2
 ## Seed grid (24 DVC experiments, JOBS parallel workers) -> reports/ablation.md.
 ## EPOCHS=N sets the epoch budget; ABLATION_ARGS='--extra data.source=folder ...' for other data.
 ablation: install
-	python -m emopipe.ablation --jobs $(JOBS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
+	python -m emopipe.tools.ablation --jobs $(JOBS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

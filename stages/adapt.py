@@ -4,14 +4,14 @@ from pathlib import Path
 import typer
 
 from emopipe import numerics
-from emopipe.checkpoint import load_checkpoint, save_checkpoint
+from emopipe.modeling.checkpoint import load_checkpoint, save_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.evaluate import evaluate
+from emopipe.engine.evaluate import evaluate
 from emopipe.io import write_json
-from emopipe.params import load_params
+from emopipe.config import load_params
 from emopipe.runtime import configure_threads, seed_everything, select_runtime
-from emopipe.train import FitConfig, fit
+from emopipe.engine.fit import FitConfig, fit
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

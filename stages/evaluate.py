@@ -5,13 +5,13 @@ import pandas as pd
 import typer
 
 from emopipe import numerics
-from emopipe.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.evaluate import confusion, evaluate
+from emopipe.engine.evaluate import confusion, evaluate
 from emopipe.io import write_csv, write_json
-from emopipe.params import load_params
-from emopipe.plots import confusion_png
+from emopipe.config import load_params
+from emopipe.engine.plots import confusion_png
 from emopipe.runtime import configure_threads, select_runtime
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -4,11 +4,11 @@ from pathlib import Path
 import typer
 
 from emopipe import numerics
-from emopipe.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.explain import write_explanations
-from emopipe.params import load_params
+from emopipe.engine.explain import write_explanations
+from emopipe.config import load_params
 from emopipe.runtime import configure_threads, select_runtime
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -4,12 +4,12 @@ from pathlib import Path
 import typer
 
 from emopipe import numerics
-from emopipe.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.evaluate import evaluate
+from emopipe.engine.evaluate import evaluate
 from emopipe.io import write_json
-from emopipe.params import load_params
+from emopipe.config import load_params
 from emopipe.runtime import configure_threads, select_runtime
 
 app = typer.Typer(add_completion=False, help=__doc__)

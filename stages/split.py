@@ -9,7 +9,7 @@ from emopipe.data.dedup import duplicate_groups
 from emopipe.data.report import data_report
 from emopipe.data.split import stratified_group_split, take_shots
 from emopipe.io import atomic_path, write_csv, write_json
-from emopipe.params import ParamError, load_params
+from emopipe.config import ParamError, load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -11,16 +11,16 @@ import pandas as pd
 import typer
 
 from emopipe import numerics
-from emopipe.checkpoint import input_spec, save_checkpoint
+from emopipe.modeling.checkpoint import input_spec, save_checkpoint
 from emopipe.cli import run
-from emopipe.crossval import cross_validate, pool
+from emopipe.engine.crossval import cross_validate, pool
 from emopipe.data import store
 from emopipe.io import write_csv, write_json
-from emopipe.models import build, count_parameters
-from emopipe.params import load_params
-from emopipe.plots import curves_png
+from emopipe.modeling.models import build, count_parameters
+from emopipe.config import load_params
+from emopipe.engine.plots import curves_png
 from emopipe.runtime import Distributed, configure_threads, seed_everything, select_runtime, torchrun
-from emopipe.train import fit, fit_config
+from emopipe.engine.fit import fit, fit_config
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -7,7 +7,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from emopipe import ablation, report
+from emopipe.tools import ablation, report
 
 COMMIT = "a" * 40
 

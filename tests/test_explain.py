@@ -9,10 +9,10 @@ import yaml
 from torch import nn
 from typer.testing import CliRunner
 
-from emopipe import explain
-from emopipe.checkpoint import input_spec, normalize, save_checkpoint
+from emopipe.engine import explain
+from emopipe.modeling.checkpoint import input_spec, normalize, save_checkpoint
 from emopipe.data import store
-from emopipe.models import MODELS, build, feature_blocks
+from emopipe.modeling.models import MODELS, build, feature_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = input_spec(32, 3)

@@ -3,8 +3,8 @@ import torch
 import torchvision
 from torch import nn
 
-from emopipe.checkpoint import input_spec, load_checkpoint, save_checkpoint
-from emopipe.models import (
+from emopipe.modeling.checkpoint import input_spec, load_checkpoint, save_checkpoint
+from emopipe.modeling.models import (
     MODELS,
     PretrainedWeightsError,
     build,

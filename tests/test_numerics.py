@@ -13,11 +13,11 @@ from emopipe import numerics
 TRAIN = """
 import hashlib, sys, torch
 import emopipe
-from emopipe.checkpoint import input_spec
+from emopipe.modeling.checkpoint import input_spec
 from emopipe.data.store import TensorSet
-from emopipe.models import build
+from emopipe.modeling.models import build
 from emopipe.runtime import configure_threads, seed_everything, select_runtime
-from emopipe.train import FitConfig, fit
+from emopipe.engine.fit import FitConfig, fit
 configure_threads()
 seed_everything(0)
 g = torch.Generator().manual_seed(0)

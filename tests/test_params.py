@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emopipe.params import ParamError, load_params
+from emopipe.config import ParamError, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,7 +78,7 @@ def test_ints_for_floats_and_none_where_allowed(tmp_path):
 
 
 def test_an_annotation_without_a_check_is_a_bug_not_a_pass():
-    from emopipe.params import _coerce
+    from emopipe.config import _coerce
 
     with pytest.raises(TypeError, match="no rule for its annotation"):
         _coerce("train.sizes", tuple[int, ...], (1, 2))

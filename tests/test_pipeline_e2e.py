@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from emopipe.data import store
-from emopipe.gate import GATED, compare, markdown, read_metrics
-from emopipe.sandbox import make_sandbox, sh, tool_env
+from emopipe.tools.gate import GATED, compare, markdown, read_metrics
+from emopipe.tools.sandbox import make_sandbox, sh, tool_env
 
 TINY = Path(__file__).with_name("tiny_params.yaml")
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,8 @@ from matplotlib import cbook
 from PIL import Image
 from typer.testing import CliRunner
 
-from emopipe import checkpoint, models
-from emopipe.predict import app, find_images, predict_files
+from emopipe.modeling import checkpoint, models
+from emopipe.tools.predict import app, find_images, predict_files
 
 CLASSES = ["a", "b", "c"]
 runner = CliRunner()
@@ -134,9 +134,9 @@ def test_cli_usage_errors_exit_2(tmp_path, photos, model_path, args, needle):
 
 def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
     """A checkpoint trained without face cropping is not face-cropped at prediction time."""
-    from emopipe import predict as predict_module
-    from emopipe.checkpoint import input_spec, save_checkpoint
-    from emopipe.models import build
+    from emopipe.tools import predict as predict_module
+    from emopipe.modeling.checkpoint import input_spec, save_checkpoint
+    from emopipe.modeling.models import build
 
     calls = []
     monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])
@@ -150,7 +150,7 @@ def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
 
 
 def test_checkpoint_without_face_settings_is_not_face_cropped(tmp_path, photos, monkeypatch):
-    from emopipe import predict as predict_module
+    from emopipe.tools import predict as predict_module
 
     calls = []
     monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from emopipe import report
+from emopipe.tools import report
 
 # `dvc exp show --json` of DVC 3.67.1, captured from a tiny-config queue run in a sandbox; trimmed to
 # the params and metrics the report reads (per_class, deps and outs dropped). f-small-none-s0 failed:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emopipe import runtime
-from emopipe.params import ParamError
+from emopipe.config import ParamError
 
 
 @pytest.fixture

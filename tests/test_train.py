@@ -7,14 +7,14 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.checkpoint import input_spec
+from emopipe.modeling.checkpoint import input_spec
 from emopipe.data import store
 from emopipe.data.augment import POLICIES, augment
-from emopipe.evaluate import classification_metrics, evaluate
-from emopipe.models import build
+from emopipe.engine.evaluate import classification_metrics, evaluate
+from emopipe.modeling.models import build
 from emopipe.runtime import seed_everything, select_runtime
-from emopipe.crossval import cross_validate
-from emopipe.train import FitConfig, Unfreezer, class_weights, epoch_order, fit, fit_config, sample_losses
+from emopipe.engine.crossval import cross_validate
+from emopipe.engine.fit import FitConfig, Unfreezer, class_weights, epoch_order, fit, fit_config, sample_losses
 
 
 def run(toy_set, seed=0, **overrides):
@@ -124,7 +124,7 @@ def test_progressive_unfreezing_trains_the_head_first(toy_set):
 
 
 def test_fit_config_orders_focal_alpha_by_class():
-    from emopipe.params import ParamError, TrainParams
+    from emopipe.config import ParamError, TrainParams
 
     cfg = fit_config(TrainParams(loss="focal", focal_alpha={"c": 3.0}), seed=1, classes=["a", "b", "c"])
     assert cfg.focal_alpha == (1.0, 1.0, 3.0) and cfg.seed == 1 and cfg.loss == "focal"
@@ -145,7 +145,7 @@ def test_cross_validation_reports_mean_and_std(toy_set):
 
 
 def test_per_image_normalization_removes_brightness_and_contrast():
-    from emopipe.checkpoint import normalize
+    from emopipe.modeling.checkpoint import normalize
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(2, 3, 16, 16, generator=g)

@@ -8,7 +8,7 @@ import typer
 from emopipe import numerics
 from emopipe.data.intake import IntakeError
 from emopipe.data.kaggle import SourceError
-from emopipe.params import ParamError
+from emopipe.config import ParamError
 
 USER_ERRORS = (ParamError, IntakeError, SourceError, FileNotFoundError)
 

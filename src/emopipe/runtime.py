@@ -22,7 +22,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from emopipe import numerics
-from emopipe.params import ParamError
+from emopipe.config import ParamError
 
 numerics.configure_torch()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from emopipe.data import kaggle, synthetic
 from emopipe.data.intake import IntakeResult, ingest_folder
-from emopipe.params import ParamError, SourceParams
+from emopipe.config import ParamError, SourceParams
 
 
 def source_folder(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:

@@ -1,7 +1,7 @@
 """The metric gate: the real pipeline on a small config over a few seeds, against a measured reference.
 
-    python -m emopipe.gate measure --params tests/tiny_params.yaml --seeds 5 --out .ci/gate-reference.json
-    python -m emopipe.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
+    python -m emopipe.tools.gate measure --params tests/tiny_params.yaml --seeds 5 --out .ci/gate-reference.json
+    python -m emopipe.tools.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
 
 `measure` runs the config with seeds 0..N-1 and stores every gated metric's values, mean and
 sample std. `check` runs the first `gate_seeds` of those seeds and compares the mean of each
@@ -22,7 +22,7 @@ from pathlib import Path
 import typer
 import yaml
 
-from emopipe.sandbox import make_sandbox, sh
+from emopipe.tools.sandbox import make_sandbox, sh
 
 # metric -> +1 when higher is better, -1 when lower is better
 GATED = {

@@ -18,12 +18,12 @@ from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
-from emopipe.checkpoint import normalize
+from emopipe.modeling.checkpoint import normalize
 from emopipe.data.augment import POLICIES, augment
 from emopipe.data.store import TensorSet
-from emopipe.evaluate import predict_proba
-from emopipe.models import transfer_groups
-from emopipe.params import ParamError, TrainParams
+from emopipe.engine.evaluate import predict_proba
+from emopipe.modeling.models import transfer_groups
+from emopipe.config import ParamError, TrainParams
 from emopipe.runtime import Distributed, Runtime
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from emopipe.io import save_torch
-from emopipe.models import build
+from emopipe.modeling.models import build
 
 MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
 

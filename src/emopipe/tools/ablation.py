@@ -1,7 +1,7 @@
 """The seed grid: queue, run and report the ablation study with DVC's experiment queue.
 
-    python -m emopipe.ablation --epochs 30 --jobs 2             # 24 experiments, then reports/ablation.md
-    python -m emopipe.ablation --dry-run                          # print the `dvc exp run --queue` commands
+    python -m emopipe.tools.ablation --epochs 30 --jobs 2             # 24 experiments, then reports/ablation.md
+    python -m emopipe.tools.ablation --dry-run                          # print the `dvc exp run --queue` commands
 
 Phase 1: model {small, wider} × train.augment {none, basic, targeted}, oversample.method=none,
 seeds 0..N-1. The phase-1 variant with the best mean *validation* macro-F1 (metrics/train.json;
@@ -23,9 +23,9 @@ from pathlib import Path
 import typer
 import yaml
 
-from emopipe import report
+from emopipe.tools import report
 from emopipe.runtime import available_cores
-from emopipe.sandbox import tool_env
+from emopipe.tools.sandbox import tool_env
 
 MODELS = ("small", "wider")
 AUGMENTS = ("none", "basic", "targeted")

@@ -1,7 +1,7 @@
 """Predict the emotion in new photos with a trained checkpoint.
 
-    python -m emopipe.predict photo.jpg --model models/model.pt
-    python -m emopipe.predict photos/ --model models/model.pt --csv predictions.csv --top 3
+    python -m emopipe.tools.predict photo.jpg --model models/model.pt
+    python -m emopipe.tools.predict photos/ --model models/model.pt --csv predictions.csv --top 3
 
 Each photo is decoded like intake does, cropped to its largest face like the faces stage
 does (a centre crop when none is found) if the model was trained on face crops (the
@@ -22,11 +22,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emopipe.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.data.faces import FaceDetector, crop_face
 from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
 from emopipe.data.store import to_tensor
-from emopipe.evaluate import predict_proba
+from emopipe.engine.evaluate import predict_proba
 from emopipe.io import atomic_path, write_csv
 from emopipe.runtime import select_runtime
 

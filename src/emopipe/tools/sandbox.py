@@ -2,7 +2,7 @@
 
 Used by the end-to-end test and by CI's metric gate:
 
-    python -m emopipe.sandbox /tmp/run --params tests/tiny_params.yaml
+    python -m emopipe.tools.sandbox /tmp/run --params tests/tiny_params.yaml
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 app = typer.Typer(add_completion=False, help=__doc__)
 
 

@@ -150,7 +150,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
 
 def validate(p: Params) -> None:
     """Range checks that types alone cannot express."""
-    from emopipe.models import MODELS  # late import: models imports torch
+    from emopipe.modeling.models import MODELS  # late import: models imports torch
 
     if p.model not in MODELS:
         raise ParamError(f"model={p.model!r} is not a registered model; choose one of: {', '.join(sorted(MODELS))}")

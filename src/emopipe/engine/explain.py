@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emopipe.checkpoint import normalize
+from emopipe.modeling.checkpoint import normalize
 from emopipe.data.store import TensorSet
-from emopipe.evaluate import predict_proba
+from emopipe.engine.evaluate import predict_proba
 from emopipe.io import atomic_path
-from emopipe.models import feature_blocks
-from emopipe.plots import plt, save_png
+from emopipe.modeling.models import feature_blocks
+from emopipe.engine.plots import plt, save_png
 from emopipe.runtime import Runtime
 
-# save_png and plt come from emopipe.plots: the other figures' Agg backend, dpi and atomic PNG writes.
+# save_png and plt come from emopipe.engine.plots: the other figures' Agg backend, dpi and atomic PNG writes.
 
 
 @contextlib.contextmanager

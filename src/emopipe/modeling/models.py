@@ -48,7 +48,7 @@ def build(name: str, num_classes: int, in_channels: int = 3, **model_args) -> nn
     try:
         return MODELS[name](num_classes=num_classes, in_channels=in_channels, **model_args)
     except (TypeError, ValueError) as err:
-        from emopipe.params import ParamError  # late import: params imports this module to validate `model`
+        from emopipe.config import ParamError  # late import: params imports this module to validate `model`
 
         raise ParamError(f"model_args for model={name!r}: {err}") from err
 

@@ -1,7 +1,7 @@
 """Training, inference and pipeline speed on this machine, with pass/miss against the targets.
 
-    python -m emopipe.bench                 # measurements + full and no-op `dvc repro` in a sandbox
-    python -m emopipe.bench --no-repro      # measurements only (a minute on 2 CPU cores)
+    python -m emopipe.tools.bench                 # measurements + full and no-op `dvc repro` in a sandbox
+    python -m emopipe.tools.bench --no-repro      # measurements only (a minute on 2 CPU cores)
 
 Rows:
 - model-only train img/s: forward + backward + AdamW step of the params' model on random
@@ -36,17 +36,17 @@ import typer
 from torch import nn
 
 from emopipe import numerics
-from emopipe.checkpoint import input_spec
+from emopipe.modeling.checkpoint import input_spec
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.data.store import TensorSet
-from emopipe.evaluate import predict_proba
+from emopipe.engine.evaluate import predict_proba
 from emopipe.io import write_json
-from emopipe.models import build
-from emopipe.params import ParamError, Params, load_params
+from emopipe.modeling.models import build
+from emopipe.config import ParamError, Params, load_params
 from emopipe.runtime import Runtime, configure_threads, seed_everything, select_runtime
-from emopipe.sandbox import REPO, make_sandbox, sh
-from emopipe.train import FitConfig, fit, fit_config
+from emopipe.tools.sandbox import REPO, make_sandbox, sh
+from emopipe.engine.fit import FitConfig, fit, fit_config
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from torch import nn
 
-from emopipe.checkpoint import normalize
+from emopipe.modeling.checkpoint import normalize
 from emopipe.data.intake import IntakeError
 from emopipe.data.store import TensorSet
 from emopipe.runtime import Runtime

@@ -17,7 +17,7 @@ from torch import nn
 from emopipe.data.oversample import oversample
 from emopipe.data.store import TensorSet
 from emopipe.runtime import Runtime
-from emopipe.train import FitConfig, fit
+from emopipe.engine.fit import FitConfig, fit
 
 
 def originals(data: TensorSet) -> TensorSet:

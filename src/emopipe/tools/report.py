@@ -1,7 +1,7 @@
 """A markdown report of DVC experiments: variants (experiments equal but for `seed`), mean ± std over seeds.
 
-    python -m emopipe.report --out reports/experiments.md
-    python -m emopipe.report --only abl- --baseline abl-small-basic --compare abl-small-basic abl-small-basic-balance
+    python -m emopipe.tools.report --out reports/experiments.md
+    python -m emopipe.tools.report --only abl- --baseline abl-small-basic --compare abl-small-basic abl-small-basic-balance
 
 Test metrics come from metrics/eval.json, validation macro-F1 from metrics/train.json and
 shift macro-F1 from metrics/shift.json (plain). Each variant is compared with the baseline by
