@@ -22,8 +22,9 @@ $(VENV)/.installed: pyproject.toml
 repro: install
 	dvc repro
 
-## Unit tests and the end-to-end run of the real pipeline on a tiny config.
+## Lint (ruff), unit tests and the end-to-end run of the real pipeline on a tiny config.
 test: install
+	ruff check src stages tests
 	pytest -q
 
 ## CI's metric gate: the tiny pipeline over 3 seeds in a sandbox, against .ci/gate-reference.json

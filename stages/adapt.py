@@ -3,15 +3,14 @@ from pathlib import Path
 
 import typer
 
-from emopipe import numerics
-from emopipe.modeling.checkpoint import load_checkpoint, save_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.evaluate import evaluate
-from emopipe.io import write_json
-from emopipe.config import load_params
-from emopipe.runtime import configure_threads, seed_everything, select_runtime
 from emopipe.engine.fit import FitConfig, fit
+from emopipe.io import write_json
+from emopipe.modeling.checkpoint import save_checkpoint
+from emopipe.runtime import seed_everything
+from emopipe.stage import load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -26,11 +25,8 @@ def main(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     p = load_params(params)
-    numerics.require(p.train.precision)
     seed_everything(p.seed)
-    configure_threads()
-    runtime = select_runtime(p.train.precision)
-    net, meta = load_checkpoint(model, runtime.device)
+    runtime, net, meta = open_model(model, p.train.precision)
     shots, shift_eval, test = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test"))
     spec, bs = meta["input"], p.eval.batch_size
     before, _ = evaluate(net, shift_eval, spec, runtime, bs, source=str(data / "shift_eval.pt"))

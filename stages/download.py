@@ -6,7 +6,7 @@ import typer
 from emopipe.cli import run
 from emopipe.data.sources import fetch
 from emopipe.io import atomic_path, write_csv
-from emopipe.config import load_params
+from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 SECTIONS = {"main": "data", "shift": "shift"}

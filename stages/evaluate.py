@@ -4,15 +4,12 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from emopipe import numerics
-from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.evaluate import confusion, evaluate
-from emopipe.io import write_csv, write_json
-from emopipe.config import load_params
 from emopipe.engine.plots import confusion_png
-from emopipe.runtime import configure_threads, select_runtime
+from emopipe.io import write_csv, write_json
+from emopipe.stage import load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -36,10 +33,7 @@ def main(
     plots: Path = typer.Option(Path("plots/eval"), help="folder for predictions.csv and confusion.png"),
 ) -> None:
     p = load_params(params)
-    numerics.require(p.train.precision)
-    configure_threads()
-    runtime = select_runtime(p.train.precision)
-    net, meta = load_checkpoint(model, runtime.device)
+    runtime, net, meta = open_model(model, p.train.precision)
     test = store.load(data)
     result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, source=str(data))
     write_json(metrics, result)

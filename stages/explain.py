@@ -3,13 +3,10 @@ from pathlib import Path
 
 import typer
 
-from emopipe import numerics
-from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.explain import write_explanations
-from emopipe.config import load_params
-from emopipe.runtime import configure_threads, select_runtime
+from emopipe.stage import load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -23,10 +20,7 @@ def main(
     examples: int = typer.Option(6, min=1, help="Grad-CAM images per row (correct, wrong)"),
 ) -> None:
     p = load_params(params)
-    numerics.require(p.train.precision)
-    configure_threads()
-    runtime = select_runtime(p.train.precision)
-    net, meta = load_checkpoint(model, runtime.device)
+    runtime, net, meta = open_model(model, p.train.precision)
     test = store.load(data)
     write_explanations(net, test, meta["input"], runtime, out, p.eval.batch_size, examples)
     typer.echo(f"explain: wrote {out}/filters.png, feature_maps.png, gradcam.png ({meta['arch']}, {len(test)} test images)")

@@ -7,7 +7,7 @@ import typer
 from emopipe.cli import run
 from emopipe.data.faces import DROP_COLUMNS, contact_sheet, crop_folder, detection_rates
 from emopipe.io import write_csv
-from emopipe.config import load_params
+from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -7,7 +7,7 @@ import typer
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.io import atomic_path
-from emopipe.config import load_params
+from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -3,14 +3,11 @@ from pathlib import Path
 
 import typer
 
-from emopipe import numerics
-from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.evaluate import evaluate
 from emopipe.io import write_json
-from emopipe.config import load_params
-from emopipe.runtime import configure_threads, select_runtime
+from emopipe.stage import load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -23,10 +20,7 @@ def main(
     metrics: Path = typer.Option(Path("metrics/shift.json"), help="metrics file to write"),
 ) -> None:
     p = load_params(params)
-    numerics.require(p.train.precision)
-    configure_threads()
-    runtime = select_runtime(p.train.precision)
-    net, meta = load_checkpoint(model, runtime.device)
+    runtime, net, meta = open_model(model, p.train.precision)
     shift = store.load(data)
     plain, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, source=str(data))
     tta, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, tta=True)

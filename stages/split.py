@@ -8,8 +8,9 @@ from emopipe.cli import run
 from emopipe.data.dedup import duplicate_groups
 from emopipe.data.report import data_report
 from emopipe.data.split import stratified_group_split, take_shots
+from emopipe.errors import ParamError
 from emopipe.io import atomic_path, write_csv, write_json
-from emopipe.config import ParamError, load_params
+from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

@@ -11,16 +11,22 @@ import pandas as pd
 import typer
 
 from emopipe import numerics
-from emopipe.modeling.checkpoint import input_spec, save_checkpoint
 from emopipe.cli import run
-from emopipe.engine.crossval import cross_validate, pool
 from emopipe.data import store
-from emopipe.io import write_csv, write_json
-from emopipe.modeling.models import build, count_parameters
-from emopipe.config import load_params
-from emopipe.engine.plots import curves_png
-from emopipe.runtime import Distributed, configure_threads, seed_everything, select_runtime, torchrun
+from emopipe.engine.crossval import cross_validate, pool
 from emopipe.engine.fit import fit, fit_config
+from emopipe.engine.plots import curves_png
+from emopipe.io import write_csv, write_json
+from emopipe.modeling.checkpoint import input_spec, save_checkpoint
+from emopipe.modeling.models import build, count_parameters
+from emopipe.runtime import (
+    Distributed,
+    configure_threads,
+    seed_everything,
+    select_runtime,
+    torchrun,
+)
+from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

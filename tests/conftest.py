@@ -1,7 +1,7 @@
-import emopipe  # noqa: F401  (first: pins the CPU numerics before torch computes)
 import pytest
 import torch
 
+import emopipe  # noqa: F401  (first: pins the CPU numerics before torch computes)
 from emopipe.data.store import TensorSet
 
 

@@ -11,13 +11,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.tools import bench
-from emopipe.modeling.checkpoint import input_spec
 from emopipe.data import store
+from emopipe.engine.fit import FitConfig
+from emopipe.modeling.checkpoint import input_spec
 from emopipe.modeling.models import build
 from emopipe.runtime import select_runtime
+from emopipe.tools import bench
 from emopipe.tools.sandbox import REPO, deep_merge
-from emopipe.engine.fit import FitConfig
 
 SIZE = 16
 TINY = {

@@ -7,11 +7,11 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.modeling.checkpoint import input_spec, save_checkpoint
 from emopipe.cli import USER_ERRORS
 from emopipe.data import store
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import EmptySetError, evaluate
+from emopipe.modeling.checkpoint import input_spec, save_checkpoint
 from emopipe.modeling.models import build
 from emopipe.runtime import select_runtime
 

@@ -9,9 +9,9 @@ import yaml
 from torch import nn
 from typer.testing import CliRunner
 
+from emopipe.data import store
 from emopipe.engine import explain
 from emopipe.modeling.checkpoint import input_spec, normalize, save_checkpoint
-from emopipe.data import store
 from emopipe.modeling.models import MODELS, build, feature_blocks
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,14 @@ from matplotlib import cbook
 from PIL import Image
 
 from emopipe.data import faces
-from emopipe.data.faces import FaceBox, FaceDetector, contact_sheet, crop_face, crop_folder, detection_rates
+from emopipe.data.faces import (
+    FaceBox,
+    FaceDetector,
+    contact_sheet,
+    crop_face,
+    crop_folder,
+    detection_rates,
+)
 
 MUXSPACE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "muxspace-dev"
 

@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from emopipe.config import ParamError, load_params
+from emopipe.errors import ParamError
+from emopipe.stage import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -134,9 +134,9 @@ def test_cli_usage_errors_exit_2(tmp_path, photos, model_path, args, needle):
 
 def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
     """A checkpoint trained without face cropping is not face-cropped at prediction time."""
-    from emopipe.tools import predict as predict_module
     from emopipe.modeling.checkpoint import input_spec, save_checkpoint
     from emopipe.modeling.models import build
+    from emopipe.tools import predict as predict_module
 
     calls = []
     monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])

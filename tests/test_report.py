@@ -263,7 +263,8 @@ def test_compare_sums_a_variant_over_its_seeds():
 def test_cli_reads_predictions_from_git_and_writes_atomically(tmp_path):
     repo = tmp_path / "repo"
     (repo / "plots" / "eval").mkdir(parents=True)
-    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
     git("init", "-q")
     revs = []
     for pairs in ([("cat", "cat"), ("dog", "cat")], [("cat", "cat"), ("dog", "dog")]):

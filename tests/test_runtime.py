@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from emopipe import runtime
-from emopipe.config import ParamError
+from emopipe.errors import ParamError
 
 
 @pytest.fixture

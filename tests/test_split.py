@@ -4,7 +4,7 @@ import pytest
 
 from emopipe.data.oversample import oversample
 from emopipe.data.split import count_table, stratified_group_split, take_shots
-from emopipe.config import ParamError
+from emopipe.errors import ParamError
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 

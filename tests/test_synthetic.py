@@ -4,11 +4,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-import yaml
-
-from emopipe.data.synthetic import CLASSES, DOMAIN_STYLES, DOMAINS, domain_style, generate
+from emopipe.data.synthetic import (
+    CLASSES,
+    DOMAIN_STYLES,
+    DOMAINS,
+    domain_style,
+    generate,
+)
 
 SIZE = 64
 FOUR_EACH = {c: 4 for c in CLASSES}

@@ -7,14 +7,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.modeling.checkpoint import input_spec
 from emopipe.data import store
 from emopipe.data.augment import POLICIES, augment
+from emopipe.engine.crossval import cross_validate
 from emopipe.engine.evaluate import classification_metrics, evaluate
+from emopipe.engine.fit import FitConfig, Unfreezer, epoch_order, fit, fit_config
+from emopipe.modeling.checkpoint import input_spec
+from emopipe.modeling.losses import LOSSES, class_weights
 from emopipe.modeling.models import build
 from emopipe.runtime import seed_everything, select_runtime
-from emopipe.engine.crossval import cross_validate
-from emopipe.engine.fit import FitConfig, Unfreezer, class_weights, epoch_order, fit, fit_config, sample_losses
 
 
 def run(toy_set, seed=0, **overrides):
@@ -85,8 +86,8 @@ def test_schedulers_change_the_learning_rate(toy_set, scheduler):
 def test_focal_loss_down_weights_easy_samples():
     logits = torch.tensor([[4.0, 0.0], [0.1, 0.0]])  # an easy and a hard sample of class 0
     y = torch.tensor([0, 0])
-    ce = sample_losses(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0))
-    focal = sample_losses(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0, loss="focal", focal_gamma=2.0))
+    ce = LOSSES["ce"].per_sample(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0))
+    focal = LOSSES["focal"].per_sample(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0, focal_gamma=2.0))
     assert torch.all(focal < ce)
     assert focal[0] / ce[0] < 0.01 < 0.2 < focal[1] / ce[1]
 
@@ -124,7 +125,8 @@ def test_progressive_unfreezing_trains_the_head_first(toy_set):
 
 
 def test_fit_config_orders_focal_alpha_by_class():
-    from emopipe.config import ParamError, TrainParams
+    from emopipe.config import TrainParams
+    from emopipe.errors import ParamError
 
     cfg = fit_config(TrainParams(loss="focal", focal_alpha={"c": 3.0}), seed=1, classes=["a", "b", "c"])
     assert cfg.focal_alpha == (1.0, 1.0, 3.0) and cfg.seed == 1 and cfg.loss == "focal"

@@ -6,11 +6,7 @@ import sys
 import typer
 
 from emopipe import numerics
-from emopipe.data.intake import IntakeError
-from emopipe.data.kaggle import SourceError
-from emopipe.config import ParamError
-
-USER_ERRORS = (ParamError, IntakeError, SourceError, FileNotFoundError)
+from emopipe.errors import UserError
 
 
 def run(app: typer.Typer) -> None:
@@ -20,7 +16,7 @@ def run(app: typer.Typer) -> None:
         code = app(standalone_mode=False)  # not standalone, click *returns* a `typer.Exit` code
         if isinstance(code, int) and code:
             raise SystemExit(code)
-    except USER_ERRORS as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except typer.Exit as done:

@@ -1,7 +1,8 @@
-"""Typed, validated view of params.yaml.
+"""Typed, validated view of params.yaml: the schema (dataclasses), types and ranges.
 
-Every stage reads its params through `load_params`, so a typo or an impossible value fails
-before any work starts, with one line that names the param (`ParamError`).
+A param that names a choice from a registry (`model`, `train.loss`, `train.scheduler`, the
+augment policies) is checked against that registry's keys, which `emopipe.stage.load_params`
+passes in: config sits below the registries and imports none of them.
 """
 from __future__ import annotations
 
@@ -10,23 +11,18 @@ import math
 import re
 import types
 import typing
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-
-class ParamError(ValueError):
-    """A param in params.yaml is unknown, of the wrong type or out of range."""
-
+from emopipe.errors import ParamError
 
 SOURCES = ("synthetic", "kaggle", "folder")
 NORMALIZATIONS = ("fixed", "per_image")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
-AUGMENT_POLICIES = ("none", "basic", "targeted", "shift")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOSSES = ("ce", "focal")
-SCHEDULERS = ("none", "onecycle", "plateau", "cosine")
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 (no dot) as a string
 
 
@@ -138,22 +134,26 @@ class Params:
     adapt: AdaptParams = AdaptParams()
 
 
-def load_params(path: Path | str = "params.yaml") -> Params:
+def load_params(path: Path | str = "params.yaml", choices: Mapping[str, Collection[str]] | None = None) -> Params:
+    """params.yaml as `Params`; any bad value is a ParamError naming the param."""
     path = Path(path)
     if not path.exists():
         raise ParamError(f"{path} not found: run from the repository root or pass --params")
     raw = yaml.safe_load(path.read_text()) or {}
     params = _build(Params, raw, prefix="")
-    validate(params)
+    validate(params, choices or {})
     return params
 
 
-def validate(p: Params) -> None:
-    """Range checks that types alone cannot express."""
-    from emopipe.modeling.models import MODELS  # late import: models imports torch
-
-    if p.model not in MODELS:
-        raise ParamError(f"model={p.model!r} is not a registered model; choose one of: {', '.join(sorted(MODELS))}")
+def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
+    """Range checks that types alone cannot express; `choices` maps a dotted param that names a
+    registry entry (`model`, `train.loss`, ...) to the registry's keys."""
+    for name, allowed in choices.items():
+        value = p
+        for part in name.split("."):
+            value = getattr(value, part)
+        if value not in allowed:
+            raise ParamError(f"{name}={value!r} is not a registered {name.split('.')[-1]}; choose one of: {', '.join(sorted(allowed))}")
     for name, src in (("data", p.data), ("shift", p.shift)):
         _choice(f"{name}.source", src.source, SOURCES)
         if src.source == "folder" and not src.folder:
@@ -184,13 +184,10 @@ def validate(p: Params) -> None:
     _range("train.batch_size", t.batch_size, 1, 65_536)
     _range("train.lr", t.lr, 0.0, 10.0, low_open=True)
     _range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
-    _choice("train.augment", t.augment, AUGMENT_POLICIES)
     _choice("train.precision", t.precision, PRECISIONS)
-    _choice("train.loss", t.loss, LOSSES)
     _range("train.focal_gamma", t.focal_gamma, 0.0, 10.0)
     if any(v <= 0 for v in t.focal_alpha.values()):
         raise ParamError(f"train.focal_alpha factors must be positive, got {t.focal_alpha}")
-    _choice("train.scheduler", t.scheduler, SCHEDULERS)
     _range("train.early_stopping", t.early_stopping, 0, 10_000)
     _range("train.grad_clip", t.grad_clip, 0.0, 1e6)
     _range("train.folds", t.folds, 1, 100)
@@ -206,7 +203,6 @@ def validate(p: Params) -> None:
     _range("adapt.epochs", a.epochs, 0, 10_000)  # 0: no adaptation (the before/after baseline)
     _range("adapt.lr", a.lr, 0.0, 10.0, low_open=True)
     _range("adapt.batch_size", a.batch_size, 1, 65_536)
-    _choice("adapt.augment", a.augment, AUGMENT_POLICIES)
 
 
 def _choice(name: str, value: object, allowed: tuple) -> None:

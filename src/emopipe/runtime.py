@@ -22,7 +22,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from emopipe import numerics
-from emopipe.config import ParamError
+from emopipe.errors import ParamError
 
 numerics.configure_torch()
 

@@ -40,6 +40,8 @@ import pandas as pd
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from emopipe.errors import IntakeError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".jfif", ".bmp", ".gif"})
 MANIFEST_COLUMNS = ["path", "label", "source", "sha256", "phash", "width", "height"]
 REJECT_COLUMNS = ["source", "reason"]
@@ -63,10 +65,6 @@ MAX_PIXELS = 250_000_000
 # 1/2, 1/4 or 1/8 scale right away); intake keeps at most 1024 px and later stages need no more.
 MAX_DECODED_SIDE = 4096
 _REJECT_EXAMPLES = 3
-
-
-class IntakeError(ValueError):
-    """Bad input the user must fix; the message names the path and what to do."""
 
 
 class ImageRejected(IntakeError):

@@ -32,11 +32,9 @@ import requests
 from kagglehub.config import get_cache_folder
 from kagglehub.handle import DatasetHandle, parse_dataset_handle
 
+from emopipe.errors import SourceError
+
 _LISTED_ENTRIES = 20
-
-
-class SourceError(RuntimeError):
-    """The dataset cannot be obtained; the one-line message says what to do."""
 
 
 def download(handle: str, *, sub_path: str | None = None) -> Path:

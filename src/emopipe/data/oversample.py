@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from emopipe.config import ParamError
+from emopipe.errors import ParamError
 
 
 def oversample(train: pd.DataFrame, method: str, targets: dict[str, int], seed: int) -> pd.DataFrame:

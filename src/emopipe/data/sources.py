@@ -10,7 +10,8 @@ from pathlib import Path
 
 from emopipe.data import kaggle, synthetic
 from emopipe.data.intake import IntakeResult, ingest_folder
-from emopipe.config import ParamError, SourceParams
+from emopipe.config import SourceParams
+from emopipe.errors import ParamError
 
 
 def source_folder(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from emopipe.config import ParamError
+from emopipe.errors import ParamError
 
 
 def stratified_group_split(labels: pd.Series, groups: np.ndarray, fractions: dict[str, float], seed: int) -> np.ndarray:

@@ -16,8 +16,8 @@ from torch import nn
 
 from emopipe.data.oversample import oversample
 from emopipe.data.store import TensorSet
-from emopipe.runtime import Runtime
 from emopipe.engine.fit import FitConfig, fit
+from emopipe.runtime import Runtime
 
 
 def originals(data: TensorSet) -> TensorSet:

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
 from torch import nn
 
-from emopipe.modeling.checkpoint import normalize
 from emopipe.data.intake import IntakeError
 from emopipe.data.store import TensorSet
+from emopipe.modeling.checkpoint import normalize
 from emopipe.runtime import Runtime
 
 

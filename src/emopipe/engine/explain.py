@@ -16,12 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emopipe.modeling.checkpoint import normalize
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
-from emopipe.io import atomic_path
-from emopipe.modeling.models import feature_blocks
 from emopipe.engine.plots import plt, save_png
+from emopipe.io import atomic_path
+from emopipe.modeling.checkpoint import normalize
+from emopipe.modeling.models import feature_blocks
 from emopipe.runtime import Runtime
 
 # save_png and plt come from emopipe.engine.plots: the other figures' Agg backend, dpi and atomic PNG writes.

@@ -13,17 +13,19 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
-from emopipe.modeling.checkpoint import normalize
+from emopipe.config import TrainParams
 from emopipe.data.augment import POLICIES, augment
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
+from emopipe.errors import ParamError
+from emopipe.modeling.checkpoint import normalize
+from emopipe.modeling.losses import LOSSES, loss_weights
 from emopipe.modeling.models import transfer_groups
-from emopipe.config import ParamError, TrainParams
+from emopipe.modeling.schedulers import make_schedule
 from emopipe.runtime import Distributed, Runtime
 
 
@@ -38,10 +40,10 @@ class FitConfig:
     weighted_sampler: bool = False
     augment: str = "basic"
     seed: int = 0
-    loss: str = "ce"  # ce | focal
+    loss: str = "ce"  # a key of modeling.losses.LOSSES
     focal_gamma: float = 2.0
     focal_alpha: tuple[float, ...] | None = None  # per-class factor, multiplies the class weights
-    scheduler: str = "none"  # none | onecycle | plateau | cosine
+    scheduler: str = "none"  # a key of modeling.schedulers.SCHEDULERS
     early_stopping: int = 0  # patience in epochs on validation macro-F1; 0 = off
     grad_clip: float = 0.0  # max gradient norm; 0 = off
     freeze_epochs: int = 0  # transfer: epochs with only the head trainable; 0 = train all from the start
@@ -70,39 +72,12 @@ class FitResult:
     seconds: float
 
 
-def class_weights(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """'Balanced' weights n / (K · count_c); a class absent from training gets weight 0.
-
-    Computed on the training set as packed, i.e. after oversampling.
-    """
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    weights = len(labels) / (n_classes * counts.clamp(min=1))
-    return torch.where(counts > 0, weights, torch.zeros_like(weights))
-
-
 def epoch_order(labels: torch.Tensor, weighted: bool, generator: torch.Generator) -> torch.Tensor:
     """Sample order for one epoch: a permutation, or class-balanced draws with replacement."""
     if not weighted:
         return torch.randperm(len(labels), generator=generator)
     per_sample = (1.0 / torch.bincount(labels).float())[labels]
     return torch.multinomial(per_sample, len(labels), replacement=True, generator=generator)
-
-
-def sample_losses(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, cfg: FitConfig) -> torch.Tensor:
-    """Per-sample loss: cross-entropy, or focal loss (1 - p_t)^γ · CE (Lin et al. 2017)."""
-    ce = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing, reduction="none")
-    if cfg.loss == "ce":
-        return ce
-    p_true = torch.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-    return (1 - p_true) ** cfg.focal_gamma * ce
-
-
-def loss_weights(labels: torch.Tensor, n_classes: int, cfg: FitConfig) -> torch.Tensor | None:
-    weight = class_weights(labels, n_classes) if cfg.class_weights else None
-    if cfg.focal_alpha is not None:
-        alpha = torch.tensor(cfg.focal_alpha, dtype=torch.float32)
-        weight = alpha if weight is None else weight * alpha
-    return weight
 
 
 class Unfreezer:
@@ -127,19 +102,6 @@ class Unfreezer:
             group.requires_grad_(i < n)
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int):
-    if name == "none":
-        return None
-    if name == "onecycle":
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch)
-    if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    raise ValueError(f"train.scheduler={name!r} is not one of none, onecycle, plateau, cosine")
-
-
 def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime,
         progress: bool = True, dist: Distributed | None = None) -> FitResult:
     dist = dist or Distributed()
@@ -155,7 +117,8 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
     params = unfreezer.param_groups(cfg.lr, cfg.backbone_lr) if unfreezer else model.parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
-    scheduler = make_scheduler(cfg.scheduler, optimizer, cfg.epochs, steps_per_epoch)
+    schedule = make_schedule(cfg.scheduler, optimizer, cfg.epochs, steps_per_epoch)
+    loss_fn = LOSSES[cfg.loss]
     weight = loss_weights(train.labels, n_classes, cfg)
     weight = weight.to(runtime.device) if weight is not None else None
     scaler = runtime.grad_scaler()
@@ -176,12 +139,12 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             idx = order[start : start + cfg.batch_size]
             y = train.labels[idx].to(runtime.device)
             x = augment(train.images[idx].to(runtime.device).float() / 255.0, policy, generator)
-            denominator = weight[y].sum() if weight is not None and cfg.loss == "ce" else torch.tensor(float(len(idx)))
+            denominator = weight[y].sum() if weight is not None and loss_fn.weighted_mean else torch.tensor(float(len(idx)))
             mine = dist.shard(len(idx))
             x, y = runtime.prepare(normalize(x[mine], spec)), y[mine]
             with runtime.autocast():
                 logits = net(x)
-            losses = sample_losses(logits.float(), y, weight, cfg)
+            losses = loss_fn.per_sample(logits.float(), y, weight, cfg)
             loss = losses.sum() / denominator.to(losses.device) * dist.world_size  # DDP averages over ranks
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -190,8 +153,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             scaler.step(optimizer)  # skipped when fp16 gradients overflowed
             scaler.update()
-            if cfg.scheduler == "onecycle":
-                scheduler.step()
+            schedule.after_batch()
             loss_sum += losses.detach().sum().item()
             preds.append(logits.detach().argmax(1).cpu())
             targets.append(y.cpu())
@@ -209,10 +171,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
                 best_f1, best_epoch, best_state = row["val_macro_f1"], epoch, copy.deepcopy(model.state_dict())
         history.append(row)
         bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_macro_f1")})
-        if cfg.scheduler == "plateau":
-            scheduler.step(row.get("val_macro_f1", -row["train_loss"]))
-        elif cfg.scheduler == "cosine":
-            scheduler.step()
+        schedule.after_epoch(row.get("val_macro_f1", -row["train_loss"]))
         if cfg.early_stopping and best_state is not None and epoch - best_epoch >= cfg.early_stopping:
             break
     if best_state is not None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emopipe.errors import MissingFileError
 from emopipe.io import save_torch
 from emopipe.modeling.models import build
 
@@ -33,7 +34,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
     """Rebuild the model from its checkpoint; returns (model in eval mode, checkpoint metadata)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} not found: run `dvc repro` (or the train stage) first")
+        raise MissingFileError(f"checkpoint {path} not found: run `dvc repro` (or the train stage) first")
     ckpt = torch.load(path, map_location=device, weights_only=True)
     args = {k: v for k, v in ckpt["arch_args"].items() if k != "pretrained"}  # the state dict holds every weight
     model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], **args)

@@ -16,6 +16,8 @@ import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
+from emopipe.errors import MissingFileError, ParamError
+
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -29,8 +31,8 @@ POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOL_TYPES = tuple(POOLS.values())
 
 
-class PretrainedWeightsError(FileNotFoundError):
-    """Pretrained weights are not in the local torch hub cache (a FileNotFoundError, so the CLI prints it)."""
+class PretrainedWeightsError(MissingFileError):
+    """Pretrained weights are not in the local torch hub cache."""
 
 
 def register(name: str):
@@ -48,8 +50,6 @@ def build(name: str, num_classes: int, in_channels: int = 3, **model_args) -> nn
     try:
         return MODELS[name](num_classes=num_classes, in_channels=in_channels, **model_args)
     except (TypeError, ValueError) as err:
-        from emopipe.config import ParamError  # late import: params imports this module to validate `model`
-
         raise ParamError(f"model_args for model={name!r}: {err}") from err
 
 

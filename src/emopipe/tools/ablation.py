@@ -23,8 +23,8 @@ from pathlib import Path
 import typer
 import yaml
 
-from emopipe.tools import report
 from emopipe.runtime import available_cores
+from emopipe.tools import report
 from emopipe.tools.sandbox import tool_env
 
 MODELS = ("small", "wider")

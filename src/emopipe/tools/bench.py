@@ -36,17 +36,19 @@ import typer
 from torch import nn
 
 from emopipe import numerics
-from emopipe.modeling.checkpoint import input_spec
 from emopipe.cli import run
+from emopipe.config import Params
 from emopipe.data import store
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
-from emopipe.io import write_json
-from emopipe.modeling.models import build
-from emopipe.config import ParamError, Params, load_params
-from emopipe.runtime import Runtime, configure_threads, seed_everything, select_runtime
-from emopipe.tools.sandbox import REPO, make_sandbox, sh
 from emopipe.engine.fit import FitConfig, fit, fit_config
+from emopipe.errors import ParamError
+from emopipe.io import write_json
+from emopipe.modeling.checkpoint import input_spec
+from emopipe.modeling.models import build
+from emopipe.runtime import Runtime, configure_threads, seed_everything, select_runtime
+from emopipe.stage import load_params
+from emopipe.tools.sandbox import REPO, make_sandbox, sh
 
 app = typer.Typer(add_completion=False, help=__doc__)
 

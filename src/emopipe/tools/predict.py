@@ -22,12 +22,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.data.faces import FaceDetector, crop_face
 from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
 from emopipe.data.store import to_tensor
 from emopipe.engine.evaluate import predict_proba
 from emopipe.io import atomic_path, write_csv
+from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.runtime import select_runtime
 
 COLUMNS = ["file", "face_found", "face_box", "label", "probability", "error"]  # then one p_<class> per class

@@ -1,0 +1,35 @@
+"""What the stage scripts share: params checked against the registries, and the set-up of
+every stage that runs a trained model (numerics, threads, device, checkpoint)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from emopipe import config, numerics
+from emopipe.config import Params
+from emopipe.data.augment import POLICIES
+from emopipe.modeling.checkpoint import load_checkpoint
+from emopipe.modeling.losses import LOSSES
+from emopipe.modeling.models import MODELS
+from emopipe.modeling.schedulers import SCHEDULERS
+from emopipe.runtime import Runtime, configure_threads, select_runtime
+
+# dotted param -> the registry whose keys it may take
+CHOICES = {"model": MODELS, "train.loss": LOSSES, "train.scheduler": SCHEDULERS,
+           "train.augment": POLICIES, "adapt.augment": POLICIES}
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    """params.yaml, validated: types, ranges, and registry names (before any work starts)."""
+    return config.load_params(path, CHOICES)
+
+
+def open_model(checkpoint: Path, precision: str) -> tuple[Runtime, nn.Module, dict]:
+    """Numerics for `precision` (may re-run the stage in native mode), threads, device, then the
+    checkpoint on that device: (runtime, model in eval mode, checkpoint metadata)."""
+    numerics.require(precision)
+    configure_threads()
+    runtime = select_runtime(precision)
+    model, meta = load_checkpoint(checkpoint, runtime.device)
+    return runtime, model, meta

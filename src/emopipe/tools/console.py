@@ -1,0 +1,19 @@
+"""emopipe's tools as one command: `emopipe predict ...`, `emopipe report ...`, `emopipe gate check`, ...
+
+Installed by pip as the `emopipe` console script; `python -m emopipe.tools.<tool>` runs the same code.
+"""
+from __future__ import annotations
+
+import typer
+
+from emopipe.cli import run
+from emopipe.tools import ablation, bench, gate, predict, report, sandbox
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+for name, module in (("predict", predict), ("report", report), ("ablation", ablation), ("bench", bench), ("sandbox", sandbox)):
+    app.command(name, help=module.__doc__)(module.main)
+app.add_typer(gate.app, name="gate", help=gate.__doc__)
+
+
+def main() -> None:
+    run(app)
