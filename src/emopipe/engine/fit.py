@@ -22,7 +22,7 @@ from emopipe.modeling.checkpoint import normalize
 from emopipe.data.augment import POLICIES, augment
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
-from emopipe.modeling.models import transfer_groups
+from emopipe.modeling.models import described
 from emopipe.config import ParamError, TrainParams
 from emopipe.runtime import Distributed, Runtime
 
@@ -109,7 +109,7 @@ class Unfreezer:
     """Progressive unfreezing: the head alone for `freeze_epochs`, then one block more every `every` epochs."""
 
     def __init__(self, model: nn.Module, freeze_epochs: int, every: int):
-        self.groups, self.freeze_epochs, self.every = transfer_groups(model), freeze_epochs, every
+        self.groups, self.freeze_epochs, self.every = described(model, "transfer_groups").transfer_groups(), freeze_epochs, every
 
     def param_groups(self, lr: float, backbone_lr: float) -> list[dict]:
         head, *rest = self.groups
