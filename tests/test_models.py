@@ -1,16 +1,19 @@
+import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from emopipe.config import ParamError
+from emopipe.engine import explain
+from emopipe.engine.fit import Unfreezer
 from emopipe.modeling.checkpoint import input_spec, load_checkpoint, save_checkpoint
 from emopipe.modeling.models import (
     MODELS,
     PretrainedWeightsError,
     build,
     count_parameters,
-    feature_blocks,
-    transfer_groups,
+    described,
 )
 
 
@@ -79,33 +82,101 @@ def test_vgg_options():
 def test_feature_blocks_are_four_and_ever_coarser(name):
     model = build(name, 6).eval()
     sizes = []
-    hooks = [b.register_forward_hook(lambda m, i, out: sizes.append(out.shape[-1])) for b in feature_blocks(model)]
+    hooks = [b.register_forward_hook(lambda m, i, out: sizes.append(out.shape[-1])) for b in model.feature_blocks()]
     model(torch.zeros(1, 3, 96, 96))
     for h in hooks:
         h.remove()
     assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
-def test_transfer_groups_partition_the_parameters(name):
-    model = build(name, 6)
-    groups = transfer_groups(model)
+def build_or_skip(name: str, channels: int) -> nn.Module:
+    """The registry model `name` (6 classes, no pretrained weights); skips a channel count it does not take."""
+    try:
+        return build(name, 6, channels)
+    except ParamError as err:
+        if f"in_channels={channels}" in str(err):
+            pytest.skip(f"{name} does not take {channels} channel(s)")
+        raise
+
+
+def check_describes_itself(model: nn.Module, channels: int, size: int = 48) -> None:
+    """What explain and progressive unfreezing need of a model, through the same entry points they use."""
+    # (a) unfreezing: groups from the output back, every parameter in exactly one group, group 0 the head
+    groups = Unfreezer(model, freeze_epochs=1, every=1).groups
     ids = [id(p) for g in groups for p in g.parameters()]
-    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
-    assert groups[0] is getattr(model, "fc", None) or groups[0] is getattr(model, "head", None)
-    assert all(any(True for _ in g.parameters()) for g in groups)
+    assert len(ids) == len(set(ids)), "a parameter is in two transfer groups"
+    assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is in no transfer group"
+    assert len(groups) >= 2 and all(any(True for _ in g.parameters()) for g in groups)
+    # (b) feature blocks: submodules of the model, the last one runs in a forward pass
+    blocks = described(model, "feature_blocks").feature_blocks()
+    assert blocks and all(any(b is m for m in model.modules()) for b in blocks)
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        blocks[-1].register_forward_hook(lambda _m, _i, out: seen.setdefault("block", out.detach().clone())),
+        groups[0].register_forward_hook(lambda _m, _i, out: seen.setdefault("head", out.detach().clone())),
+    ]
+    x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            y = model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert "block" in seen and seen["block"].shape[0] == 2 and seen["block"].dim() == 4
+    assert torch.equal(seen["head"], y), "the first transfer group is not the head (its output is not the model's)"
+    # (c) Grad-CAM on a 2-image batch, one map per image at input size
+    maps = [explain.grad_cam(model, x[i : i + 1], target_class=i) for i in range(2)]
+    assert all(m.shape == (size, size) and np.isfinite(m).all() and m.min() >= 0 and m.max() <= 1 for m in maps)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_describes_itself(name, channels):
+    torch.manual_seed(0)
+    check_describes_itself(build_or_skip(name, channels), channels)
+
+
+def bare(num_classes: int, in_channels: int = 3) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes),
+    )
+
+
+def test_a_model_that_does_not_describe_itself_fails_the_registry_check(monkeypatch):
+    monkeypatch.setitem(MODELS, "bare", bare)
+    model = build_or_skip("bare", 3)
+    with pytest.raises(TypeError) as err:
+        check_describes_itself(model, 3)
+    assert str(err.value).startswith("Sequential does not describe itself: it has no transfer_groups() method;")
+    with pytest.raises(TypeError, match=r"^Sequential does not describe itself: it has no feature_blocks\(\) method;"):
+        explain.grad_cam(model, torch.zeros(1, 3, 16, 16), 0)
+    with pytest.raises(TypeError, match=r"it has no feature_blocks\(\) and transfer_groups\(\) methods;"):
+        described(model)
+
+
+def test_a_model_with_one_method_is_told_the_other():
+    class HalfDescribed(nn.Sequential):
+        def feature_blocks(self):
+            return [self[2]]
+
+    model = HalfDescribed(*bare(6))
+    assert described(model, "feature_blocks") is model
+    with pytest.raises(TypeError, match=r"^HalfDescribed does not describe itself: it has no transfer_groups\(\) method;"):
+        Unfreezer(model, 1, 1)
 
 
 def test_transfer_groups_orders_resnet_output_to_input():
     model = build("resnet18", 6)
-    groups = transfer_groups(model)
+    groups = model.transfer_groups()
     assert groups[:5] == [model.fc, model.layer4, model.layer3, model.layer2, model.layer1]
     assert list(groups[5]) == [model.conv1, model.bn1]
 
 
 def test_transfer_groups_orders_cnn_blocks_last_first():
     model = build("vgg", 6)
-    head, *blocks = transfer_groups(model)
+    head, *blocks = model.transfer_groups()
     assert head is model.head and len(blocks) == 4
     assert blocks[-1][0] is model.features[0] and blocks[0][-1] is model.features[-1]
     first_convs = [next(m for m in b if isinstance(m, nn.Conv2d)) for b in blocks]
@@ -165,3 +236,12 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path):
     assert torch.equal(model(x), loaded(x))
     assert meta["classes"] == ["a", "b", "c", "d"] and meta["input"] == spec and meta["arch"] == "small"
     assert torch.load(tmp_path / "m.pt", weights_only=True)["arch"] == "small"
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_resnets_keep_torchvisions_modules_and_keys(arch):
+    model = build(arch, 6)
+    reference = getattr(torchvision.models, arch)(num_classes=6)
+    assert isinstance(model, torchvision.models.ResNet)
+    assert list(model.state_dict()) == list(reference.state_dict())
+    assert [type(m) for m in model.modules()][1:] == [type(m) for m in reference.modules()][1:]

@@ -1,6 +1,6 @@
 """What the trained model looks at: first-layer filters, feature maps and Grad-CAM overlays (PNG).
 
-Works for every registry model through `models.feature_blocks` (Grad-CAM uses the last block)
+Works for every registry model through its `feature_blocks()` (Grad-CAM uses the last block)
 and the first `nn.Conv2d` of `model.modules()` (the first layer). Images are chosen
 deterministically (first of each class; most confident predictions), never at random.
 """
@@ -21,7 +21,7 @@ from emopipe.engine.evaluate import predict_proba
 from emopipe.engine.plots import plt, save_png
 from emopipe.io import atomic_path
 from emopipe.modeling.checkpoint import normalize
-from emopipe.modeling.models import feature_blocks
+from emopipe.modeling.models import described
 from emopipe.runtime import Runtime
 
 # save_png and plt come from emopipe.engine.plots: the other figures' Agg backend, dpi and atomic PNG writes.
@@ -99,7 +99,8 @@ def block_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The output of each feature block for batch `x` (forward hooks, removed before returning)."""
     outputs: list[torch.Tensor] = []
     # clone: a later in-place op (e.g. ReLU(inplace=True)) must not change what we keep
-    handles = [b.register_forward_hook(lambda _m, _in, out: outputs.append(out.detach().clone())) for b in feature_blocks(model)]
+    blocks = described(model, "feature_blocks").feature_blocks()
+    handles = [b.register_forward_hook(lambda _m, _in, out: outputs.append(out.detach().clone())) for b in blocks]
     try:
         with _evaluating(model):
             model(x.to(_device(model)))
@@ -113,7 +114,7 @@ def feature_maps_png(model: nn.Module, images: torch.Tensor, classes: list[str],
     """One row per image (uint8 N×C×H×W, row label from `classes`): the input, then the mean over
     channels of each feature block's output, each map on its own colour scale."""
     blocks = block_outputs(model, normalize(images, spec)) if len(images) else []
-    rows, cols = max(1, len(images)), 1 + len(feature_blocks(model))
+    rows, cols = max(1, len(images)), 1 + len(described(model, "feature_blocks").feature_blocks())
     fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 1.9 * rows + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.set_xticks([])
@@ -152,7 +153,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target_class: int) -> np.ndarray
         caught["activation"] = output
         return output.clone()  # downstream in-place ops change the clone, not the tensor we differentiate
 
-    handle = feature_blocks(model)[-1].register_forward_hook(catch)
+    handle = described(model, "feature_blocks").feature_blocks()[-1].register_forward_hook(catch)
     try:
         with _evaluating(model), torch.enable_grad():
             score = model(x)[0, target_class]

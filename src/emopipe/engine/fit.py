@@ -24,7 +24,7 @@ from emopipe.engine.evaluate import predict_proba
 from emopipe.errors import ParamError
 from emopipe.modeling.checkpoint import normalize
 from emopipe.modeling.losses import LOSSES, loss_weights
-from emopipe.modeling.models import transfer_groups
+from emopipe.modeling.models import described
 from emopipe.modeling.schedulers import make_schedule
 from emopipe.runtime import Distributed, Runtime
 
@@ -84,7 +84,7 @@ class Unfreezer:
     """Progressive unfreezing: the head alone for `freeze_epochs`, then one block more every `every` epochs."""
 
     def __init__(self, model: nn.Module, freeze_epochs: int, every: int):
-        self.groups, self.freeze_epochs, self.every = transfer_groups(model), freeze_epochs, every
+        self.groups, self.freeze_epochs, self.every = described(model, "transfer_groups").transfer_groups(), freeze_epochs, every
 
     def param_groups(self, lr: float, backbone_lr: float) -> list[dict]:
         head, *rest = self.groups

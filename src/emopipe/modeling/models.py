@@ -1,7 +1,8 @@
 """Model registry: a name in params.yaml (`model: wider`) maps to a builder function.
 
 A new variant is one decorated function. Builders take `num_classes`, `in_channels` and the
-keyword args from `model_args` in params.yaml.
+keyword args from `model_args` in params.yaml, and return a model that describes itself
+(`Described`: `feature_blocks()` for explain, `transfer_groups()` for progressive unfreezing).
 """
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from emopipe.errors import MissingFileError, ParamError
 
@@ -57,43 +60,34 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _is_resnet(model: nn.Module) -> bool:
-    return all(hasattr(model, f"layer{i}") for i in range(1, 5))
+DESCRIBE = ("feature_blocks", "transfer_groups")
 
 
-def feature_blocks(model: nn.Module) -> list[nn.Module]:
-    """The modules whose outputs are the model's successive feature blocks (coarser each time).
+class Described(Protocol):
+    """What every registry model provides about itself, for explain (Grad-CAM) and progressive unfreezing.
 
-    For the CNNs of this registry: every pooling layer inside `model.features`; for
-    torchvision ResNets: layer1..layer4. Used to draw feature maps and by Grad-CAM (last block).
+    `feature_blocks()`: the modules whose outputs are the model's successive feature blocks
+    (coarser each time); explain draws their outputs and Grad-CAM uses the last one.
+    `transfer_groups()`: the parameters in groups from the output back to the input, [head,
+    deepest block, ..., stem], every parameter in exactly one group; `Unfreezer` trains group 0
+    first, then unfreezes one more group at a time.
     """
-    if _is_resnet(model):
-        return [getattr(model, f"layer{i}") for i in range(1, 5)]
-    blocks = [m for m in getattr(model, "features", nn.Sequential()) if isinstance(m, POOL_TYPES)]
-    if not blocks:
-        raise TypeError(f"{type(model).__name__} has no feature blocks: give it `features` with pooling layers")
-    return blocks
+
+    def feature_blocks(self) -> list[nn.Module]: ...
+
+    def transfer_groups(self) -> list[nn.Module]: ...
 
 
-def transfer_groups(model: nn.Module) -> list[nn.Module]:
-    """The model's parameters in groups from the output back to the input: [head, deepest block, ..., stem].
-
-    For progressive unfreezing: train group 0 first, then unfreeze one more group at a time.
-    Every parameter belongs to exactly one group. A block of `features` runs up to and including
-    its pooling layer; layers after the last pool (parameter-free, e.g. dropout) join the last block.
-    """
-    if _is_resnet(model):
-        stem = nn.ModuleList([model.conv1, model.bn1])
-        return [model.fc, *(getattr(model, f"layer{i}") for i in range(4, 0, -1)), stem]
-    blocks: list[nn.Sequential] = []
-    block: list[nn.Module] = []
-    for m in model.features:
-        block.append(m)
-        if isinstance(m, POOL_TYPES):
-            blocks.append(nn.Sequential(*block))
-            block = []
-    blocks[-1].extend(block)
-    return [model.head, *reversed(blocks)]
+def described(model: nn.Module, *methods: str) -> Described:
+    """`model`, checked to provide `methods` (default: all of DESCRIBE); a TypeError names the class and what it lacks."""
+    missing = [m for m in methods or DESCRIBE if not callable(getattr(model, m, None))]
+    if missing:
+        lacks = " and ".join(f"{m}()" for m in missing) + (" methods" if len(missing) > 1 else " method")
+        raise TypeError(
+            f"{type(model).__name__} does not describe itself: it has no {lacks}; every registry model "
+            f"defines {' and '.join(f'{m}()' for m in DESCRIBE)} (see emopipe.modeling.models.Described)"
+        )
+    return model  # type: ignore[return-value]
 
 
 def init_weights(model: nn.Module) -> None:
@@ -170,6 +164,23 @@ class PlainCNN(nn.Module):
     def forward(self, x):
         return self.head(self.features(x))
 
+    def feature_blocks(self) -> list[nn.Module]:
+        """Every pooling layer of `features` (each ends a block)."""
+        return [m for m in self.features if isinstance(m, POOL_TYPES)]
+
+    def transfer_groups(self) -> list[nn.Module]:
+        """[head, deepest block, ..., first block]. A block of `features` runs up to and including its
+        pooling layer; layers after the last pool (parameter-free, e.g. spatial dropout) join the last block."""
+        blocks: list[nn.Sequential] = []
+        block: list[nn.Module] = []
+        for m in self.features:
+            block.append(m)
+            if isinstance(m, POOL_TYPES):
+                blocks.append(nn.Sequential(*block))
+                block = []
+        blocks[-1].extend(block)
+        return [self.head, *reversed(blocks)]
+
 
 @register("small")
 def small(num_classes: int, in_channels: int = 3, dropout: float = 0.3) -> nn.Module:
@@ -231,13 +242,32 @@ RESNET_WEIGHTS: dict[str, WeightsEnum] = {
 }
 
 
+class ResNet(torchvision.models.resnet.ResNet):
+    """torchvision's ResNet (same modules, state_dict keys and init) that describes itself."""
+
+    def feature_blocks(self) -> list[nn.Module]:
+        """layer1..layer4."""
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def transfer_groups(self) -> list[nn.Module]:
+        """[fc, layer4, layer3, layer2, layer1, stem (conv1 + bn1)]."""
+        return [self.fc, self.layer4, self.layer3, self.layer2, self.layer1, nn.ModuleList([self.conv1, self.bn1])]
+
+
+RESNET_LAYOUTS: dict[str, tuple[type[BasicBlock | Bottleneck], list[int]]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
 def cached_weights_path(weights: WeightsEnum) -> Path:
     """Where torch.hub looks for `weights` before downloading: $TORCH_HOME/hub/checkpoints/<file name of the url>."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
-def _resnet(arch: str, num_classes: int, in_channels: int, pretrained: bool) -> nn.Module:
-    """A torchvision ResNet with a new `fc` for `num_classes`; ImageNet weights from the local hub cache only.
+def _resnet(arch: str, num_classes: int, in_channels: int, pretrained: bool) -> ResNet:
+    """A torchvision ResNet (our self-describing subclass) with a new `fc` for `num_classes`; ImageNet
+    weights from the local hub cache only.
 
     The cache is checked first so that nothing tries the network (torch.hub loads a cached file
     as is and only downloads, and verifies hashes, when it is missing). For grey input, conv1 is
@@ -253,7 +283,11 @@ def _resnet(arch: str, num_classes: int, in_channels: int, pretrained: bool) -> 
             f"`python -c \"import torchvision; torchvision.models.{arch}(weights='{weights.name}')\"` "
             f"and copy {path.name} from its ~/.cache/torch/hub/checkpoints into {path.parent} (or set TORCH_HOME)"
         )
-    model = getattr(torchvision.models, arch)(weights=weights)
+    # as torchvision.models.<arch>(weights=weights) builds it (same init, same loading), as our subclass
+    block, layers = RESNET_LAYOUTS[arch]
+    model = ResNet(block, layers)
+    if weights is not None:
+        model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     if in_channels == 1:
         rgb = model.conv1
