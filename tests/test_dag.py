@@ -1,13 +1,19 @@
-"""dvc.yaml cannot go stale: every stage declares each module of the package its script imports."""
+"""dvc.yaml cannot go stale: every stage declares each module of the package its script imports
+and each param of params.yaml its script reads."""
 import ast
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
+from emopipe.config import Params
+
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
-STAGES = {name: stage.get("do", stage) for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items()}
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+STAGES = {name: stage.get("do", stage) for name, stage in DVC.items()}
 
 
 def module_file(dotted: str) -> Path | None:
@@ -46,3 +52,134 @@ def test_stage_declares_every_module_it_imports(name):
 def test_the_closure_sees_indirect_imports():
     closure = {f.relative_to(SRC).as_posix() for f in import_closure(REPO / "stages/train.py")}
     assert {"emopipe/engine/fit.py", "emopipe/numerics.py", "emopipe/data/augment.py"} <= closure
+
+
+def declared_params(stage: dict) -> set[str]:
+    """The params.yaml keys a dvc.yaml stage declares (string entries: the default params file).
+
+    A foreach stage declares those of all its instances together, `${key}` and `${item}` expanded:
+    the download script picks its section (data or shift) from its command-line argument.
+    """
+    foreach = stage.get("foreach")
+    instances = foreach.items() if isinstance(foreach, dict) else enumerate(foreach or [None])
+    entries = [e for e in stage.get("do", stage).get("params", []) if isinstance(e, str)]
+    return {e.replace("${key}", str(key)).replace("${item}", str(item)) for key, item in instances for e in entries}
+
+
+def param_key(path: list[str]) -> str:
+    """The params.yaml key that the attribute path `path` on a `Params` reads.
+
+    It follows sections (dataclasses) and ends at the first field that is not one, so
+    `train.epochs.real` reads `train.epochs` and `train` alone the whole section; [] is the whole object.
+    """
+    key, cls = [], Params
+    for attr in path:
+        if not dataclasses.is_dataclass(cls):
+            break
+        key.append(attr)
+        cls = typing.get_type_hints(cls).get(attr)
+    return ".".join(key)
+
+
+def assigned(tree: ast.AST, name: str) -> list[ast.expr]:
+    """The values assigned to `name` anywhere in `tree`."""
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)]
+
+
+def strings(expr: ast.expr, tree: ast.AST) -> set[str]:
+    """The strings `expr` can be: a constant, a name bound to one, or an item of a dict literal (`SECTIONS[domain]`)."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return {expr.value}
+    if isinstance(expr, ast.Name):
+        options = assigned(tree, expr.id)
+    elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
+        options = [v for d in assigned(tree, expr.value.id) if isinstance(d, ast.Dict) for v in d.values]
+    else:
+        options = []
+    if not options:
+        raise ValueError(f"line {expr.lineno}: getattr on the params with {ast.unparse(expr)!r}, which is no known string")
+    return set().union(*(strings(o, tree) for o in options))
+
+
+def climb(name: ast.Name, paths: list[list[str]], tree: ast.AST, parents: dict) -> tuple[ast.expr, list[list[str]]]:
+    """From a use of a params name, up through `getattr(name, ...)` and `.attr`: the outermost expression and its paths."""
+    node, call = name, parents.get(name)
+    if isinstance(call, ast.Call) and ast.unparse(call.func) == "getattr" and call.args[0] is name:
+        node, paths = call, [path + [attr] for path in paths for attr in strings(call.args[1], tree)]
+    while isinstance(parent := parents.get(node), ast.Attribute):
+        node, paths = parent, [path + [parent.attr] for path in paths]
+    return node, paths
+
+
+def loads_params(expr: ast.expr) -> bool:
+    """Whether `expr` is a call of `load_params` (bare or `module.load_params`)."""
+    return isinstance(expr, ast.Call) and ast.unparse(expr.func).split(".")[-1] == "load_params"
+
+
+def alias_bound(expr: ast.expr, parents: dict) -> str | None:
+    """The name that `expr` is assigned to on its own (`a = expr`), if it is."""
+    assign = parents.get(expr)
+    if isinstance(assign, ast.Assign) and assign.value is expr and len(assign.targets) == 1:
+        return getattr(assign.targets[0], "id", None)
+    return None
+
+
+def params_read(source: str) -> set[str]:
+    """The params.yaml keys a stage script reads, found statically.
+
+    Names bound to `load_params(...)` hold the params; a name bound to an expression on them
+    (`a = p.adapt`) is an alias of that path. Names are not scoped: a stage script is one small module.
+    Raises ValueError where the reads cannot be seen: the whole params object passed on, or a getattr
+    with a name that is not a known string.
+    """
+    tree = ast.parse(source)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    roots = {t.id: [[]] for n in ast.walk(tree) if isinstance(n, ast.Assign) and loads_params(n.value)
+             for t in n.targets if isinstance(t, ast.Name)}
+    uses = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)),
+                  key=lambda n: (n.lineno, n.col_offset))
+    reads = set()
+    for name in uses:
+        if name.id not in roots:  # an alias is a root from its assignment on
+            continue
+        top, paths = climb(name, roots[name.id], tree, parents)
+        if alias := alias_bound(top, parents):
+            roots[alias] = paths
+            continue
+        keys = {param_key(path) for path in paths}
+        if "" in keys:
+            raise ValueError(f"line {name.lineno} passes the whole params object on: pass explicit sections instead")
+        reads |= keys
+    return reads
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_declares_every_param_it_reads(name):
+    script = REPO / STAGES[name]["cmd"].split()[1]
+    try:
+        reads = params_read(script.read_text())
+    except ValueError as err:
+        pytest.fail(f"dvc.yaml stage {name!r}: cannot tell which params {script.name} reads: {err}")
+    declared = declared_params(DVC[name])
+    missing = sorted(k for k in reads if not any(k == d or k.startswith(d + ".") for d in declared))
+    assert not missing, f"dvc.yaml stage {name!r} misses params: {missing}"
+
+
+@pytest.mark.parametrize("source, reads", [
+    pytest.param("p = load_params()\nf(p.eval.batch_size)", {"eval.batch_size"}, id="key"),
+    pytest.param("p = config.load_params(x)\nfit(p.train)\nb = p.train.transfer\nf(b.freeze_epochs, p.seed)",
+                 {"train", "train.transfer.freeze_epochs", "seed"}, id="section"),
+    pytest.param("p = load_params()\na = p.adapt\nbs = a.batch_size\nf(a.lr, bs, p.model_args.get('x'))",
+                 {"adapt.lr", "adapt.batch_size", "model_args"}, id="alias"),
+    pytest.param("S = {'main': 'data'}\np = load_params()\ns = S[d]\nf(getattr(p, s).source, getattr(p, 'shift'))",
+                 {"data.source", "shift"}, id="getattr"),
+])
+def test_the_analysis_sees_indirect_reads(source, reads):
+    assert params_read(source) == reads
+
+
+@pytest.mark.parametrize("source", ["p = load_params()\nfit(p)", "p = load_params()\nf(getattr(p, name()))"])
+def test_the_analysis_refuses_reads_it_cannot_see(source):
+    with pytest.raises(ValueError):
+        params_read(source)
