@@ -183,3 +183,37 @@ def test_the_analysis_sees_indirect_reads(source, reads):
 def test_the_analysis_refuses_reads_it_cannot_see(source):
     with pytest.raises(ValueError):
         params_read(source)
+
+
+# The package's layers, bottom first: a module may import its own layer and those below it only.
+LAYERS = [
+    {"errors"},
+    {"config", "io", "numerics"},
+    {"runtime", "data"},
+    {"modeling"},
+    {"engine"},
+    {"stage", "cli", "tools"},
+]
+
+
+def layer_of(module: str) -> int:
+    head = module.split(".")[1]
+    return next(i for i, names in enumerate(LAYERS) if head in names)
+
+
+def test_imports_point_one_way():
+    """tools → engine → modeling → data/runtime → config/io/numerics → errors; never upwards, so no cycle."""
+    upward = []
+    for file in SRC.joinpath("emopipe").rglob("*.py"):
+        module = ".".join(file.relative_to(SRC).with_suffix("").parts)
+        if file.name == "__init__.py" and module == "emopipe.__init__":
+            continue
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emopipe."):
+                targets = [node.module]
+            elif isinstance(node, ast.ImportFrom) and node.module == "emopipe":
+                targets = [f"emopipe.{a.name}" for a in node.names]
+            else:
+                continue
+            upward += [f"{module} imports {t}" for t in targets if layer_of(t) > layer_of(module)]
+    assert not upward, upward
