@@ -13,19 +13,24 @@ from emopipe.data import store
 REPO = Path(__file__).resolve().parents[1]
 
 
-def train(tmp_path: Path, data: Path, processes: int, dropout: float = 0.3, **train_overrides) -> Path:
-    out = tmp_path / f"run{processes}"
+def run_train(out: Path, data: Path, processes: int, dropout: float = 0.3, **train_overrides) -> subprocess.CompletedProcess:
+    """The train stage on `data` with `processes` ranks, outputs in `out`."""
     out.mkdir()
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["input"]["size"] = 32
     params["model_args"] = {"dropout": dropout}
     params["train"].update({"epochs": 3, "batch_size": 16, "lr": 0.003, "processes": processes, "precision": "fp32"} | train_overrides)
     (out / "params.yaml").write_text(yaml.safe_dump(params))
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(REPO / "stages" / "train.py"), "--params", str(out / "params.yaml"), "--data", str(data),
          "--model-out", str(out / "model.pt"), "--metrics", str(out / "train.json"), "--plots", str(out / "plots"), "--no-progress"],
         capture_output=True, text=True, timeout=600, env={"PATH": str(Path(sys.executable).parent), "OMP_NUM_THREADS": "1"},
     )
+
+
+def train(tmp_path: Path, data: Path, processes: int, dropout: float = 0.3, **train_overrides) -> Path:
+    out = tmp_path / f"run{processes}"
+    done = run_train(out, data, processes, dropout, **train_overrides)
     assert done.returncode == 0, done.stdout + done.stderr
     return out
 
@@ -57,3 +62,11 @@ def test_two_processes_with_weighted_sampler_and_clipping(tmp_path, packed):
     two = train(tmp_path, packed, 2, weighted_sampler=True, grad_clip=1.0, epochs=2)
     h1, h2 = pd.read_csv(one / "plots" / "history.csv"), pd.read_csv(two / "plots" / "history.csv")
     assert (h1["train_loss"] - h2["train_loss"]).abs().max() < 0.1  # dropout masks differ per rank
+
+
+def test_a_failing_rank_fails_the_stage(tmp_path, packed):
+    """The ranks, not the launcher, read the data: when they fail, torchrun's exit code must reach the shell."""
+    (packed / "val.pt").unlink()
+    done = run_train(tmp_path / "broken", packed, processes=2)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "val.pt" in done.stderr and not (tmp_path / "broken" / "model.pt").exists()
