@@ -107,6 +107,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 128
+    tta: bool = False  # test metrics as the mean over each image and its mirror
 
 
 @dataclass(frozen=True)
