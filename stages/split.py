@@ -5,18 +5,13 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
-from emopipe.data.dedup import duplicate_groups
 from emopipe.data.report import data_report
-from emopipe.data.split import stratified_group_split, take_shots
+from emopipe.data.split import split_groups, stratified_group_split, take_shots
 from emopipe.errors import ParamError
 from emopipe.io import atomic_path, write_csv, write_json
 from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def _groups(frame: pd.DataFrame, distance: int):
-    return duplicate_groups(frame["sha256"].tolist(), frame["phash"].tolist(), max_distance=distance)
 
 
 @app.command()
@@ -34,10 +29,11 @@ def main(
     if stray:
         raise ParamError(f"shift domain classes {stray} are not in the main domain ({sorted(main_set['label'].unique())}); fix shift.* so its folders use the same class names")
 
-    groups = _groups(main_set, p.split.near_duplicate_distance)
-    fractions = {"train": p.split.train, "val": p.split.val, "test": p.split.test}
+    s = p.split
+    main_set, groups, unmatched_main = split_groups(main_set, s.near_duplicate_distance, s.group_pattern)
+    fractions = {"train": s.train, "val": s.val, "test": s.test}
     main_set = main_set.assign(group=groups, split=stratified_group_split(main_set["label"], groups, fractions, p.data_seed))
-    shift_groups = _groups(shift_set, p.split.near_duplicate_distance)
+    shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, s.group_pattern)
     shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.data_seed))
 
     with atomic_path(out) as tmp:
@@ -49,7 +45,11 @@ def main(
     domains = ("main", "shift")
     rejects = {d: pd.read_csv(raw / d / "rejects.csv") for d in domains}
     drops = {d: pd.read_csv(faces / d / "drops.csv") for d in domains}
-    write_json(metrics, data_report(main_set, shift_set, rejects, drops))
+    report = data_report(main_set, shift_set, rejects, drops)
+    if s.group_pattern is not None:
+        report["persons"] = {"pattern": s.group_pattern, "main": int(main_set["person"].nunique()), "shift": int(shift_set["person"].nunique()),
+                             "unmatched_names": {"main": unmatched_main, "shift": unmatched_shift}}
+    write_json(metrics, report)
     typer.echo(main_set.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())
 
 

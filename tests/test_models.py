@@ -223,7 +223,7 @@ def test_pretrained_resnet_without_cache_says_where_to_put_the_file(offline_hub)
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(KeyError, match="choose one of: cnn, resnet18, resnet50, small, vgg, wider"):
+    with pytest.raises(KeyError, match="choose one of: cnn, mini_xception, resnet18, resnet50, small, vgg, wider"):
         build("nope", 3)
 
 

@@ -52,6 +52,10 @@ def test_repo_params_load():
         ({"model_args": None}, "model_args must be a mapping, got None"),
         ({"data.folder": 3}, "data.folder must be a string, got 3"),
         ({"train.transfer": [1]}, "train.transfer must be a mapping, got [1]"),
+        ({"split.group_pattern": "^(.+_"}, "split.group_pattern='^(.+_' is not a regular expression"),
+        ({"split.group_pattern": "^.+_"}, "split.group_pattern='^.+_' needs a capture group"),
+        ({"train.loss": "hinge"}, "train.loss='hinge' is not a registered loss; choose one of: ce, focal"),
+        ({"train.scheduler": "step"}, "train.scheduler='step' is not a registered scheduler"),
     ],
 )
 def test_bad_params_name_the_param(tmp_path, override, needle):

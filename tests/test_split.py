@@ -2,8 +2,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emopipe.data.dedup import person_ids, union_groups
 from emopipe.data.oversample import oversample
-from emopipe.data.split import count_table, stratified_group_split, take_shots
+from emopipe.data.split import (
+    count_table,
+    split_groups,
+    stratified_group_split,
+    take_shots,
+)
 from emopipe.errors import ParamError
 
 FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
@@ -59,3 +65,31 @@ def test_oversample_targeted_and_none():
     assert len(oversample(f, "none", {}, seed=0)) == len(f)
     with pytest.raises(ParamError, match="oversample.targets names class 'z'"):
         oversample(f, "targeted", {"z": 3}, seed=0)
+
+
+def test_person_ids_from_file_names():
+    ids, unmatched = person_ids(["Al_Gore_0002.jpg", "Al_Gore_0007.jpg", "Tony_Blair_0001.jpg", "IMG.jpg"], r"^(.+)_\d+\.\w+$")
+    assert ids[0] == ids[1] != ids[2] and ids[3] == "file:IMG.jpg" and unmatched == 1
+
+
+def test_union_groups_links_transitively():
+    duplicates = np.array([0, 0, 1, 2, 3])
+    persons = np.array(["a", "b", "b", "c", "c"])
+    assert union_groups(duplicates, persons).tolist() == [0, 0, 0, 1, 1]
+
+
+def test_one_person_never_in_two_splits():
+    """Every person shows every emotion, as in CK+ or muxspace-dev: grouping by person keeps each
+    person's pictures, whatever their class, in one split."""
+    rng = np.random.default_rng(0)
+    rows = [(f"{c}/Person_{p}_{i:04d}.jpg", c) for p in range(30) for c in "abc" for i in range(int(rng.integers(1, 4)))]
+    f = pd.DataFrame({"source": [r[0] for r in rows], "label": [r[1] for r in rows]})
+    f = f.assign(sha256=[f"{i:064x}" for i in range(len(f))], phash=[f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(len(f))])
+    grouped, groups, unmatched = split_groups(f, 0, r"^(.+)_\d+\.\w+$")
+    split = stratified_group_split(grouped["label"], groups, FRACTIONS, seed=0)
+    per_person = pd.DataFrame({"person": grouped["person"], "split": split}).groupby("person")["split"].nunique()
+    assert unmatched == 0 and grouped["person"].nunique() == 30 and (per_person == 1).all()
+    assert set(split) == set(FRACTIONS)
+    ungrouped = stratified_group_split(f["label"], split_groups(f, 0, None)[1], FRACTIONS, seed=0)
+    leaks = pd.DataFrame({"person": grouped["person"], "split": ungrouped}).groupby("person")["split"].nunique()
+    assert (leaks > 1).any()  # without the pattern, people do straddle splits

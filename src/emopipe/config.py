@@ -57,6 +57,7 @@ class SplitParams:
     val: float = 0.15
     test: float = 0.15
     near_duplicate_distance: int = 4
+    group_pattern: str | None = None  # regex over the file name; its first group names the person
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,7 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 128
+    tta: bool = False  # test metrics as the mean over each image and its mirror
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,13 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     if not math.isclose(s.train + s.val + s.test, 1.0, abs_tol=1e-6):
         raise ParamError(f"split.train + split.val + split.test = {s.train + s.val + s.test:g}; they must sum to 1")
     _range("split.near_duplicate_distance", s.near_duplicate_distance, 0, 32)
+    if s.group_pattern is not None:
+        try:
+            groups = re.compile(s.group_pattern).groups
+        except re.error as err:
+            raise ParamError(f"split.group_pattern={s.group_pattern!r} is not a regular expression: {err}") from None
+        if groups < 1:
+            raise ParamError(f"split.group_pattern={s.group_pattern!r} needs a capture group for the person, e.g. '^(.+)_\\d+\\.\\w+$'")
     _choice("oversample.method", p.oversample.method, OVERSAMPLE_METHODS)
     if p.oversample.method == "targeted" and not p.oversample.targets:
         raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")

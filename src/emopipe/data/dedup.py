@@ -1,7 +1,8 @@
-"""Duplicate groups, so that near-identical images never straddle a train/test split."""
+"""Duplicate and person groups, so that near-identical images, or one person, never straddle a train/test split."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,6 +44,28 @@ def duplicate_groups(sha256: Sequence[str], phash: Sequence[str], *, max_distanc
 
     # Roots are the smallest index of each group, so sorted roots = order of first appearance.
     return np.unique(label, return_inverse=True)[1].astype(np.int64)
+
+
+def union_groups(*labelings: np.ndarray) -> np.ndarray:
+    """Group id per image (0..G-1 in order of first appearance): two images share a group when
+    any labeling puts them together, transitively (e.g. duplicates of one photo, one person)."""
+    n = len(labelings[0])
+    label = np.arange(n)
+    for key in labelings:
+        _, first, inverse = np.unique(np.asarray(key), return_index=True, return_inverse=True)
+        _link(label, first[inverse], np.arange(n))
+    return np.unique(label, return_inverse=True)[1].astype(np.int64)
+
+
+def person_ids(names: Sequence[str], pattern: str) -> tuple[np.ndarray, int]:
+    """(person per file name by `pattern`'s first group, number of names it did not match).
+
+    An unmatched name is a person of its own, so it still lands in exactly one split.
+    """
+    regex = re.compile(pattern)
+    found = [regex.search(name) for name in names]
+    ids = np.array([f"person:{m.group(1)}" if m else f"file:{name}" for m, name in zip(found, names)], dtype=object)
+    return ids, sum(m is None for m in found)
 
 
 def _parse_phash(value: str) -> int:

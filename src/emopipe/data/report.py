@@ -20,12 +20,17 @@ def detection_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     }
 
 
+def _duplicate_column(frame: pd.DataFrame) -> str:
+    """Duplicate groups: `group` itself, unless person groups were merged into it."""
+    return "duplicate_group" if "duplicate_group" in frame.columns else "group"
+
+
 def data_report(main: pd.DataFrame, shift: pd.DataFrame, rejects: dict[str, pd.DataFrame], drops: dict[str, pd.DataFrame]) -> dict:
     """Counts per class and split, duplicates, rejects by reason, and face detection rates."""
     report = {
         "classes": int(main["label"].nunique()),
         "images": {"main": len(main), "shift": len(shift)},
-        "near_duplicates": {d: int(len(f) - f["group"].nunique()) for d, f in (("main", main), ("shift", shift))},
+        "near_duplicates": {d: int(len(f) - f[_duplicate_column(f)].nunique()) for d, f in (("main", main), ("shift", shift))},
         "rejected": {d: reason_counts(r) for d, r in rejects.items()},
         "counts": count_table(main),
         "shift_counts": count_table(shift),

@@ -1,15 +1,29 @@
 """Leakage-free stratified splits.
 
-Images are split by *duplicate group* (identical or near-identical pictures, see `dedup`), so
-copies of one photo never land in two splits; groups are dealt to splits class by class so each
+Images are split by *group*: identical or near-identical pictures (see `dedup`) and, with
+`split.group_pattern`, every picture of one person, so neither copies of a photo nor a
+person's face land in two splits; groups are dealt to splits class by class so each
 split keeps the class balance.
 """
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import numpy as np
 import pandas as pd
 
+from emopipe.data.dedup import duplicate_groups, person_ids, union_groups
 from emopipe.errors import ParamError
+
+
+def split_groups(frame: pd.DataFrame, distance: int, pattern: str | None) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """(frame, split groups, unmatched names): duplicates, and with `pattern` also one person, share a group."""
+    duplicates = duplicate_groups(frame["sha256"].tolist(), frame["phash"].tolist(), max_distance=distance)
+    if pattern is None:
+        return frame, duplicates, 0
+    persons, unmatched = person_ids([PurePosixPath(s).name for s in frame["source"]], pattern)
+    frame = frame.assign(person=persons, duplicate_group=duplicates)
+    return frame, union_groups(duplicates, persons), unmatched
 
 
 def stratified_group_split(labels: pd.Series, groups: np.ndarray, fractions: dict[str, float], seed: int) -> np.ndarray:

