@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
 	$(BIN)/pip install -qq -e '.[dev]'
+# faces.detector: mtcnn. The wheel carries the MTCNN weights (offline); --no-deps because it pins torch<2.3, which would replace our torch.
+	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
 	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2"
 	dvc config core.analytics false && dvc config core.check_update false
 	touch $@
