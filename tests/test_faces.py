@@ -1,4 +1,7 @@
-"""Face detection and cropping: geometry, no-face policy, caching, determinism, and real faces."""
+"""Face detection and cropping: geometry, alignment, no-face policy, caching, determinism, and real faces."""
+import math
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -7,15 +10,23 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
+from emopipe import config
 from emopipe.data import faces
 from emopipe.data.faces import (
+    DETECTORS,
     FaceBox,
     FaceDetector,
+    MtcnnDetector,
+    align_face,
     contact_sheet,
     crop_face,
     crop_folder,
     detection_rates,
+    find_and_crop,
+    make_detector,
 )
+from emopipe.data.synthetic import generate
+from emopipe.errors import MissingFileError, ParamError
 
 MUXSPACE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "muxspace-dev"
 
@@ -76,6 +87,186 @@ def test_detection_is_deterministic(hopper, detector):
 def test_min_size_fraction_is_checked():
     with pytest.raises(ValueError, match="min_size_fraction"):
         FaceDetector(min_size_fraction=0)
+
+
+# --- the detector registry and MTCNN ------------------------------------------------------
+
+def test_registry_matches_the_param_choices():
+    assert set(DETECTORS) == set(config.FACE_DETECTORS) == {"haar", "mtcnn"}
+    assert isinstance(make_detector("haar"), FaceDetector)
+    with pytest.raises(ParamError, match="faces.detector='dlib'"):
+        make_detector("dlib")
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MtcnnDetector:
+    pytest.importorskip("facenet_pytorch")
+    return MtcnnDetector()
+
+
+def test_mtcnn_finds_the_face_and_its_landmarks_in_a_real_portrait(hopper, mtcnn, detector):
+    boxes = mtcnn.detect(hopper)
+    assert len(boxes) == 1
+    box = boxes[0]
+    assert 150 < box.x + box.w / 2 < 380 and 100 < box.y + box.h / 2 < 340 and 150 < box.w < 320
+    haar = detector.detect(hopper)[0]  # both find the same face
+    assert abs(box.x + box.w / 2 - (haar.x + haar.w / 2)) < 0.25 * haar.w
+    (lx, ly), (rx, ry), (nx, ny), (mlx, mly), (mrx, mry) = box.landmarks
+    assert box.x < lx < nx < rx < box.x + box.w  # eyes either side of the nose, inside the box
+    assert max(ly, ry) < ny < min(mly, mry) < box.y + box.h  # eyes above the nose above the mouth
+    assert mlx < mrx and abs(ly - ry) < 0.1 * box.w
+
+
+def test_mtcnn_is_deterministic(hopper, mtcnn):
+    assert mtcnn.detect(hopper) == mtcnn.detect(hopper) == MtcnnDetector().detect(hopper)
+    assert mtcnn.version == MtcnnDetector().version and mtcnn.version != FaceDetector().version
+
+
+def test_mtcnn_finds_generated_faces(tmp_path, mtcnn):
+    """The embedded synthetic faces (160 px) are drawn well enough for MTCNN."""
+    generate(tmp_path, {"happy": 3, "anger": 3}, size=160, progress=False)
+    found = [mtcnn.detect(Image.open(f).convert("RGB")) for f in sorted(tmp_path.rglob("*.jpg"))]
+    assert sum(bool(boxes) for boxes in found) >= 5
+    assert all(len(boxes[0].landmarks) == 5 for boxes in found if boxes)
+
+
+def test_mtcnn_blank_and_tiny_images_have_no_face(mtcnn):
+    assert mtcnn.detect(Image.new("RGB", (320, 240), (90, 90, 90))) == []
+    assert mtcnn.detect(Image.new("L", (5, 3))) == []
+
+
+@pytest.fixture
+def fake_facenet(monkeypatch):
+    """A stand-in facenet_pytorch whose MTCNN reports fixed boxes (in the padded image it is given)."""
+    seen = []
+
+    class MTCNN:
+        def __init__(self, **kwargs):
+            self.kwargs, self.min_face_size = kwargs, kwargs["min_face_size"]
+
+        def detect(self, pixels, landmarks):
+            seen.append((pixels.shape, self.min_face_size))
+            pad = (pixels.shape[1] - 200) // 2  # the source is 200×100
+            boxes = np.array([[10, 10, 30, 30], [-20, 40, 90, 150]], dtype=object) + pad  # small; large, off the edge
+            points = np.array([[[15, 15], [25, 15], [20, 20], [16, 25], [24, 25]],
+                               [[20, 60], [60, 64], [40, 80], [25, 100], [55, 100]]], dtype=object) + pad
+            return boxes, np.array([0.9, 0.99], dtype=object), points
+
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", types.SimpleNamespace(MTCNN=MTCNN))
+    return seen
+
+
+def test_mtcnn_boxes_and_landmarks_come_back_in_source_pixels(fake_facenet):
+    found = MtcnnDetector().detect(Image.new("RGB", (200, 100)))
+    assert [(b.x, b.y, b.w, b.h) for b in found] == [(0, 40, 90, 60), (10, 10, 20, 20)]  # largest first, clipped
+    assert found[0].landmarks[:2] == ((20, 60), (60, 64)) and len(found[0].landmarks) == 5
+    (shape, min_face), = fake_facenet
+    assert shape == (100 + 2 * 30, 200 + 2 * 30, 3)  # a 15% edge-replicated border
+    assert min_face == 20
+
+
+def test_mtcnn_without_facenet_pytorch_is_one_clear_error(tmp_path, photos, monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # import fails as if not installed
+    with pytest.raises(MissingFileError, match="faces.detector=mtcnn needs facenet-pytorch: run make install") as err:
+        make_detector("mtcnn")
+    assert "\n" not in str(err.value)
+    with pytest.raises(MissingFileError, match="run make install"):
+        crop_folder(photos, tmp_path / "faces", detector="mtcnn", progress=False)
+
+
+# --- alignment ---------------------------------------------------------------------------
+
+def eyes_at(image: Image.Image) -> list[tuple[float, float]]:
+    """Centroids (x, y) of the red and the blue mark."""
+    pixels = np.asarray(image).astype(int)
+    out = []
+    for channel in (0, 2):
+        others = [c for c in range(3) if c != channel]
+        mask = (pixels[..., channel] > 150) & (pixels[..., others] < 100).all(axis=-1)
+        ys, xs = np.nonzero(mask)
+        out.append((xs.mean(), ys.mean()))
+    return out
+
+
+def tilted_face(angle: float, width: int = 240, height: int = 200) -> tuple[Image.Image, FaceBox]:
+    """Grey image with a red 'left eye' and a blue 'right eye' 80 px apart, the line between them
+    tilted ``angle`` degrees clockwise (image y points down), and the matching box and landmarks."""
+    cx, cy, half = 120, 90, 40
+    dx, dy = half * math.cos(math.radians(angle)), half * math.sin(math.radians(angle))
+    left, right = (cx - dx, cy - dy), (cx + dx, cy + dy)
+    yy, xx = np.mgrid[0:height, 0:width]
+    pixels = np.full((height, width, 3), 128, np.uint8)
+    for (x, y), colour in ((left, (230, 20, 20)), (right, (20, 20, 230))):
+        pixels[(xx - x) ** 2 + (yy - y) ** 2 <= 36] = colour
+    marks = (left, right, (cx, cy + 30), (cx - 25, cy + 60), (cx + 25, cy + 60))
+    return Image.fromarray(pixels), FaceBox(70, 50, 100, 110, marks)
+
+
+def test_alignment_never_turns_a_face_upside_down():
+    image, box = tilted_face(10.0)
+    swapped = FaceBox(box.x, box.y, box.w, box.h, (box.landmarks[1], box.landmarks[0], *box.landmarks[2:]))
+    aligned, _ = align_face(image, swapped)
+    (lx, ly), (rx, ry) = eyes_at(aligned)
+    assert abs(ly - ry) < 1 and lx < rx  # level, red still on the left
+
+
+@pytest.mark.parametrize("angle", [-25.0, -8.0, 0.0, 12.0, 30.0])
+def test_alignment_levels_the_eyes(angle):
+    image, box = tilted_face(angle)
+    (lx, ly), (rx, ry) = eyes_at(image)
+    assert math.isclose(math.degrees(math.atan2(ry - ly, rx - lx)), angle, abs_tol=1.0)
+    aligned, moved = align_face(image, box)
+    (lx, ly), (rx, ry) = eyes_at(aligned)
+    assert abs(ly - ry) < 1 and rx - lx > 75  # level, in the same order, as far apart
+    assert abs((lx + rx) / 2 - 120) < 1 and abs((ly + ry) / 2 - 90) < 1  # rotated about their midpoint
+    (mlx, mly), (mrx, mry) = moved.landmarks[:2]
+    assert abs(mly - mry) < 1e-6 and abs(mlx - lx) < 1 and abs(mly - ly) < 1  # landmarks moved with the pixels
+    assert (moved.w, moved.h) == (box.w, box.h)
+    assert aligned.size == image.size
+
+
+class FakeMtcnn:
+    """A landmark-giving detector: the tilted face of `tilted_face`, wherever asked."""
+
+    name, landmarks = "mtcnn", True
+    version = "fake-mtcnn"
+    calls: list = []
+
+    def __init__(self, angle: float = 20.0):
+        self.angle = angle
+
+    def detect(self, image):
+        FakeMtcnn.calls.append(image.size)
+        return [tilted_face(self.angle)[1]] if np.asarray(image).mean() > 100 else []
+
+
+def test_aligned_crop_has_level_eyes():
+    image, _ = tilted_face(20.0)
+    straight, box = find_and_crop(image, FakeMtcnn(), margin=0.25, size=150)
+    aligned, same_box = find_and_crop(image, FakeMtcnn(), align=True, margin=0.25, size=150)
+    assert same_box == box  # the box reported is the detected one, in source pixels
+    (lx, ly), (rx, ry) = eyes_at(straight)
+    assert ry - ly > 20
+    (lx, ly), (rx, ry) = eyes_at(aligned)
+    assert abs(ly - ry) < 1
+
+
+def test_haar_cannot_align(tmp_path, photos, hopper):
+    with pytest.raises(ParamError, match="faces.align needs eye landmarks, which the haar detector does not give"):
+        find_and_crop(hopper, FaceDetector(), align=True)
+    with pytest.raises(ParamError, match="faces.align needs eye landmarks"):
+        crop_folder(photos, tmp_path / "faces", align=True, progress=False)
+    with pytest.raises(ValueError, match="landmarks"):
+        align_face(hopper, FaceBox(10, 10, 50, 50))
+
+
+def test_real_aligned_crop(hopper, mtcnn):
+    crop, box = find_and_crop(hopper.rotate(-15, center=(265, 190), fillcolor=(0, 0, 0)), mtcnn, align=True, size=128)
+    assert crop.size == (128, 128) and box is not None
+    (lx, ly), (rx, ry) = box.landmarks[:2]
+    assert math.degrees(math.atan2(ry - ly, rx - lx)) > 10  # the tilted portrait is seen as tilted
+    again = mtcnn.detect(crop)[0].landmarks[:2]
+    assert abs(again[0][1] - again[1][1]) < 0.05 * crop.width  # and its aligned crop is level
 
 
 # --- crop geometry -----------------------------------------------------------------------
@@ -201,6 +392,23 @@ def test_cache_key_includes_the_crop_settings(tmp_path, photos, fake_detector):
     assert len(fake_detector) == 12
 
 
+def test_cache_key_includes_the_detector_and_alignment(tmp_path, photos, fake_detector, monkeypatch):
+    """Switching the detector or alignment never reuses another setting's crops; each re-run is cached."""
+    monkeypatch.setitem(DETECTORS, "mtcnn", FakeMtcnn)
+    FakeMtcnn.calls = []
+    cache = tmp_path / "cache"
+    runs = {}
+    for name, detector, align in (("haar", "haar", False), ("mtcnn", "mtcnn", False), ("aligned", "mtcnn", True)):
+        for attempt in range(2):
+            cropped, _ = crop_folder(photos, tmp_path / f"{name}{attempt}", detector=detector, align=align,
+                                     cache_dir=cache, progress=False)
+            runs[name, attempt] = [Path(p).read_bytes() for p in cropped["image"]]
+    assert len(fake_detector) == 4 and len(FakeMtcnn.calls) == 8  # once per setting, not on re-runs
+    assert all(runs[name, 0] == runs[name, 1] for name in ("haar", "mtcnn", "aligned"))
+    assert runs["haar", 0][0] != runs["mtcnn", 0][0] != runs["aligned", 0][0]
+    assert len(list(cache.glob("*.jpg"))) == 12
+
+
 def test_output_is_deterministic_and_replaces_stale_files(tmp_path, photos, fake_detector):
     out = tmp_path / "faces"
     crop_folder(photos, out, progress=False)
@@ -238,3 +446,10 @@ def test_detection_rate_on_real_face_photos(detector):
     files = sorted((MUXSPACE / "neutral").glob("*.jpg"))[:20]
     found = sum(bool(detector.detect(Image.open(f).convert("RGB"))) for f in files)
     assert found >= 17
+
+
+@pytest.mark.skipif(not MUXSPACE.is_dir(), reason="../shared/datasets/muxspace-dev is not available")
+def test_mtcnn_detection_rate_on_real_face_photos(mtcnn):
+    files = sorted((MUXSPACE / "neutral").glob("*.jpg"))[:20]
+    found = sum(bool(mtcnn.detect(Image.open(f).convert("RGB"))) for f in files)
+    assert found >= 18

@@ -56,6 +56,9 @@ def test_repo_params_load():
         ({"split.group_pattern": "^.+_"}, "split.group_pattern='^.+_' needs a capture group"),
         ({"train.loss": "hinge"}, "train.loss='hinge' is not a registered loss; choose one of: ce, focal"),
         ({"train.scheduler": "step"}, "train.scheduler='step' is not a registered scheduler"),
+        ({"faces.detector": "dlib"}, "faces.detector='dlib' is not allowed; choose one of: haar, mtcnn"),
+        ({"faces.align": True}, "faces.align needs eye landmarks, which the haar detector does not give"),
+        ({"faces.align": "yes"}, "faces.align must be true or false"),
     ],
 )
 def test_bad_params_name_the_param(tmp_path, override, needle):
@@ -63,6 +66,12 @@ def test_bad_params_name_the_param(tmp_path, override, needle):
         load_params(write(tmp_path, override))
     assert needle in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_mtcnn_with_alignment_loads(tmp_path):
+    p = load_params(write(tmp_path, {"faces.detector": "mtcnn", "faces.align": True}))
+    assert (p.faces.detector, p.faces.align) == ("mtcnn", True)
+    assert (load_params(REPO / "params.yaml").faces.detector, load_params(REPO / "params.yaml").faces.align) == ("haar", False)
 
 
 def test_yaml11_exponent_strings_are_numbers(tmp_path):

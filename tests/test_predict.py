@@ -1,5 +1,6 @@
 """predict: new photos of any format in, a table and CSV/JSON out; bad files never stop the run."""
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ from matplotlib import cbook
 from PIL import Image
 from typer.testing import CliRunner
 
+from emopipe.data import faces as faces_module
+from emopipe.data.faces import FaceBox, FaceDetector
+from emopipe.errors import MissingFileError
 from emopipe.modeling import checkpoint, models
 from emopipe.tools.predict import app, find_images, predict_files
 
@@ -89,7 +93,7 @@ def test_cli_folder_with_csv_and_json(tmp_path, photos, model_path):
     done = runner.invoke(app, [str(photos), "--model", str(model_path), "--csv", str(csv), "--json", str(js), "--top", "2"])
     assert done.exit_code == 0, done.output
     assert "predicted 5 of 6 photo(s), 1 unreadable; skipped 2" in done.output
-    assert "faces: cropped to the largest face (the model was trained on face crops)" in done.output
+    assert "faces: cropped to the largest face, haar (the model was trained on face crops)" in done.output
     assert "corrupt" in done.output and "top 2" in done.output
     table = pd.read_csv(csv, keep_default_na=False)
     assert len(table) == 6 and {"p_a", "p_b", "p_c", "error"} <= set(table.columns)
@@ -139,7 +143,7 @@ def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
     from emopipe.tools import predict as predict_module
 
     calls = []
-    monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])
+    monkeypatch.setattr(FaceDetector, "detect", lambda self, image: calls.append(1) or [])
     Image.new("RGB", (64, 64), (120, 90, 60)).save(tmp_path / "x.png")
     for enabled, expected in ((False, 0), (True, 1)):
         path = tmp_path / f"m{enabled}.pt"
@@ -150,10 +154,8 @@ def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
 
 
 def test_checkpoint_without_face_settings_is_not_face_cropped(tmp_path, photos, monkeypatch):
-    from emopipe.tools import predict as predict_module
-
     calls = []
-    monkeypatch.setattr(predict_module.FaceDetector, "detect", lambda self, image: calls.append(1) or [])
+    monkeypatch.setattr(FaceDetector, "detect", lambda self, image: calls.append(1) or [])
     path = tmp_path / "plain.pt"
     checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3))
     frame = predict_files(files(photos, "face.png"), path)
@@ -162,5 +164,67 @@ def test_checkpoint_without_face_settings_is_not_face_cropped(tmp_path, photos, 
     done = runner.invoke(app, [str(photos / "face.png"), "--model", str(path)])
     assert done.exit_code == 0 and "faces: not cropped (the checkpoint has no face settings)" in done.output
     forced = runner.invoke(app, [str(photos / "face.png"), "--model", str(path), "--faces"])
-    assert forced.exit_code == 0 and "faces: cropped to the largest face (--faces given)" in forced.output
+    assert forced.exit_code == 0 and "faces: cropped to the largest face, haar (--faces given)" in forced.output
     assert calls == [1]
+
+
+class RecordingDetector:
+    """Stands in for mtcnn: a face with level-or-not eyes; records what it was asked."""
+
+    name, landmarks = "mtcnn", True
+    version = "recording"
+    seen: list = []
+
+    def detect(self, image):
+        RecordingDetector.seen.append(image.size)
+        return [FaceBox(150, 100, 220, 240, ((200.0, 180.0), (320.0, 230.0), (260.0, 240.0), (210.0, 300.0), (300.0, 300.0)))]
+
+
+def mtcnn_checkpoint(path: Path, align: bool) -> Path:
+    faces = {"enabled": True, "margin": 0.25, "size": 160, "detector": "mtcnn", "align": align}
+    checkpoint.save_checkpoint(path, models.build("small", 3), "small", {}, CLASSES, checkpoint.input_spec(48, 3, faces))
+    return path
+
+
+def test_predict_uses_the_checkpoints_detector_and_alignment(tmp_path, photos, monkeypatch):
+    monkeypatch.setitem(faces_module.DETECTORS, "mtcnn", RecordingDetector)
+    crops = []
+    real = faces_module.crop_face
+    monkeypatch.setattr(faces_module, "crop_face", lambda image, box, **kw: crops.append((box, kw)) or real(image, box, **kw))
+    RecordingDetector.seen = []
+    frame = predict_files(files(photos, "face.png"), mtcnn_checkpoint(tmp_path / "aligned.pt", True))
+    assert RecordingDetector.seen == [(512, 600)]
+    assert frame["face_found"].tolist() == [True] and frame["face_box"].tolist() == ["150,100,220,240"]
+    assert frame.attrs["faces"] == "cropped to the largest face, mtcnn, aligned (the model was trained on face crops)"
+    (box, kw), = crops
+    (lx, ly), (rx, ry) = box.landmarks[:2]
+    assert abs(ly - ry) < 1e-6 and kw == {"margin": 0.25, "size": 160}  # aligned before the crop
+    crops.clear()
+    frame = predict_files(files(photos, "face.png"), mtcnn_checkpoint(tmp_path / "straight.pt", False))
+    assert frame.attrs["faces"] == "cropped to the largest face, mtcnn (the model was trained on face crops)"
+    assert crops[0][0].landmarks[:2] == ((200.0, 180.0), (320.0, 230.0))  # not rotated
+
+
+def test_checkpoint_without_detector_settings_uses_haar_unaligned(photos, model_path, monkeypatch):
+    """Checkpoints from before faces.detector/align: haar, no alignment."""
+    monkeypatch.setitem(faces_module.DETECTORS, "mtcnn", RecordingDetector)
+    RecordingDetector.seen = []
+    frame = predict_files(files(photos, "face.png"), model_path)
+    assert RecordingDetector.seen == [] and frame["face_found"].tolist() == [True]
+    assert frame.attrs["faces"] == "cropped to the largest face, haar (the model was trained on face crops)"
+
+
+def test_mtcnn_checkpoint_without_facenet_pytorch_is_one_line(tmp_path, photos, monkeypatch):
+    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)
+    path = mtcnn_checkpoint(tmp_path / "m.pt", False)
+    with pytest.raises(MissingFileError, match="needs facenet-pytorch: run make install"):
+        predict_files(files(photos, "face.png"), path)
+    done = runner.invoke(app, [str(photos / "face.png"), "--model", str(path)])
+    assert done.exit_code == 2 and "error: faces.detector=mtcnn needs facenet-pytorch: run make install" in done.output
+    assert "Traceback" not in done.output
+
+
+def test_predict_with_real_mtcnn(tmp_path, photos):
+    pytest.importorskip("facenet_pytorch")
+    frame = predict_files(files(photos, "face.png", "plain.bmp"), mtcnn_checkpoint(tmp_path / "m.pt", True))
+    assert frame["face_found"].tolist() == [True, False] and frame["label"].isin(CLASSES).all()

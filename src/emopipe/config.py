@@ -23,6 +23,7 @@ SOURCES = ("synthetic", "kaggle", "folder")
 NORMALIZATIONS = ("fixed", "per_image")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FACE_DETECTORS = ("haar", "mtcnn")  # data/faces.py's DETECTORS (tests/test_faces.py checks they agree)
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 (no dot) as a string
 
 
@@ -49,6 +50,8 @@ class FacesParams:
     margin: float = 0.25  # added on every side of the detected box, as a fraction of its size
     size: int = 160  # side of the square crop
     no_face: str = "keep"  # keep (centre crop) | drop (reported in data/faces/<domain>/drops.csv)
+    detector: str = "haar"  # haar (OpenCV cascades, boxes only) | mtcnn (facenet-pytorch, boxes + landmarks)
+    align: bool = False  # rotate so the eyes are level before cropping (needs mtcnn's landmarks)
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,10 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     _range("faces.margin", p.faces.margin, 0.0, 2.0)
     _range("faces.size", p.faces.size, 16, 2048)
     _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))
+    _choice("faces.detector", p.faces.detector, FACE_DETECTORS)
+    if p.faces.align and p.faces.detector == "haar":
+        raise ParamError("faces.align needs eye landmarks, which the haar detector does not give: "
+                         "set faces.detector: mtcnn or faces.align: false")
     s = p.split
     for key in ("train", "val", "test"):
         _range(f"split.{key}", getattr(s, key), 0.0, 1.0, low_open=True)

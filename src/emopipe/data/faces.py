@@ -1,19 +1,29 @@
 """Faces: find the largest face in each photo and crop it, so the model sees faces, not scenery.
 
-Detection uses OpenCV's Haar cascades (shipped inside opencv-python, so it works offline):
-the frontal cascade, then the alt2 frontal cascade, then the profile cascade (both
-directions) when the previous ones found nothing. Crops are cached by the source pixels'
-hash, so re-running the stage on unchanged inputs neither decodes an image nor runs a
-detector.
+Two detectors (`DETECTORS`, the param `faces.detector`):
+
+* ``haar``: OpenCV's Haar cascades (shipped inside opencv-python, so it works offline): the
+  frontal cascade, then the alt2 frontal cascade, then the profile cascade (both directions)
+  when the previous ones found nothing. Boxes only.
+* ``mtcnn``: the MTCNN of facenet-pytorch (its wheel carries the weights, so it works offline
+  too): boxes plus five landmarks (eyes, nose, mouth corners).
+
+With ``align`` (mtcnn only: it needs the eyes) the photo is rotated about the eyes' midpoint
+until they are level, then cropped as without. Crops are cached by the source pixels' hash,
+the crop settings and the detector's version, so re-running the stage on unchanged inputs
+neither decodes an image nor runs a detector.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -23,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from emopipe.data.intake import load_rgb, unique_name
+from emopipe.errors import MissingFileError, ParamError
 from emopipe.io import atomic_path
 
 NO_FACE_POLICIES = ("keep", "drop")
@@ -41,14 +52,19 @@ _MIN_NEIGHBORS = (5, 3, 3)  # per cascade: the fallbacks run only when the stric
 _JPEG_QUALITY = 95
 
 
+Point = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class FaceBox:
-    """A face in source-image pixels."""
+    """A face in source-image pixels; ``landmarks`` (mtcnn only): left eye, right eye, nose,
+    left and right mouth corner, as (x, y), "left" meaning the image's left."""
 
     x: int
     y: int
     w: int
     h: int
+    landmarks: tuple[Point, ...] | None = None
 
     @property
     def area(self) -> int:
@@ -63,8 +79,42 @@ class FaceBox:
         return cls(x, y, w, h)
 
 
+class Detector(Protocol):
+    """What `DETECTORS` build: ``detect`` gives every face found, largest first."""
+
+    name: str  # its key in DETECTORS
+    landmarks: bool  # its boxes carry landmarks (alignment needs them)
+
+    @property
+    def version(self) -> str: ...
+
+    def detect(self, image: Image.Image) -> list[FaceBox]: ...
+
+
+DETECTORS: dict[str, Callable[[], Detector]] = {}
+
+
+def register(name: str):
+    """Add a detector class (or factory) to `DETECTORS` under ``name`` (the value of faces.detector)."""
+
+    def add(factory):
+        DETECTORS[name] = factory
+        return factory
+
+    return add
+
+
+def make_detector(name: str) -> Detector:
+    if name not in DETECTORS:
+        raise ParamError(f"faces.detector={name!r} is not a face detector; choose one of: {', '.join(DETECTORS)}")
+    return DETECTORS[name]()
+
+
+@register("haar")
 class FaceDetector:
     """OpenCV Haar cascades: frontal default, alt2 fallback, then profile (both directions)."""
+
+    name, landmarks = "haar", False
 
     def __init__(self, min_size_fraction: float = 0.08):
         if not 0 < min_size_fraction < 1:
@@ -120,6 +170,114 @@ def _to_source(x: int, y: int, w: int, h: int, scale: float, width: int, height:
     return FaceBox(left, top, right - left, bottom - top)
 
 
+# MTCNN: the smallest face looked for is this fraction of the shorter side (as for haar), but
+# never under its pyramid's floor; photos smaller than that have no face. Thresholds are
+# facenet-pytorch's defaults (per stage: proposal, refine, output).
+_MTCNN_MIN_FACE = 20
+_MTCNN_BORDER = 0.15  # as for haar: an edge-replicated border helps on tight face crops
+_MTCNN_THRESHOLDS = (0.6, 0.7, 0.7)
+_MTCNN_FACTOR = 0.709
+
+
+@register("mtcnn")
+class MtcnnDetector:
+    """facenet-pytorch's MTCNN on the CPU: boxes and five landmarks, largest face first."""
+
+    name, landmarks = "mtcnn", True
+
+    def __init__(self, min_size_fraction: float = 0.08):
+        if not 0 < min_size_fraction < 1:
+            raise ValueError(f"min_size_fraction={min_size_fraction} must be between 0 and 1")
+        try:
+            import facenet_pytorch
+            import torch
+        except ImportError as err:
+            raise MissingFileError(f"faces.detector=mtcnn needs facenet-pytorch: run make install ({err})") from None
+        self.min_size_fraction = min_size_fraction
+        self._mtcnn = facenet_pytorch.MTCNN(keep_all=True, device="cpu", min_face_size=_MTCNN_MIN_FACE,
+                                            thresholds=list(_MTCNN_THRESHOLDS), factor=_MTCNN_FACTOR)
+        self._versions = f"facenet-pytorch-{_package_version('facenet-pytorch')}/torch-{torch.__version__.split('+')[0]}"
+
+    @property
+    def version(self) -> str:
+        settings = [_MTCNN_MIN_FACE, _MTCNN_BORDER, _MTCNN_THRESHOLDS, _MTCNN_FACTOR, self.min_size_fraction]
+        return f"mtcnn-1/{self._versions}/{settings}"
+
+    def detect(self, image: Image.Image) -> list[FaceBox]:
+        width, height = image.size
+        min_face = max(_MTCNN_MIN_FACE, round(self.min_size_fraction * min(width, height)))
+        if min(width, height) < min_face:  # MTCNN's scale pyramid would be empty
+            return []
+        self._mtcnn.min_face_size = min_face
+        pad = round(_MTCNN_BORDER * max(width, height))
+        pixels = cv2.copyMakeBorder(np.asarray(image.convert("RGB")), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        boxes, _, points = self._mtcnn.detect(pixels, landmarks=True)
+        if boxes is None:
+            return []
+        found = set()
+        for (x0, y0, x1, y1), marks in zip(np.asarray(boxes, dtype=float) - pad, np.asarray(points, dtype=float) - pad):
+            left, top = max(0, round(x0)), max(0, round(y0))
+            right, bottom = min(width, round(x1)), min(height, round(y1))
+            if right > left and bottom > top:
+                landmarks = tuple((round(float(x), 2), round(float(y), 2)) for x, y in marks)
+                found.add(FaceBox(left, top, right - left, bottom - top, landmarks))
+        return sorted(found, key=lambda b: (-b.area, b.x, b.y))
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def align_face(image: Image.Image, box: FaceBox) -> tuple[Image.Image, FaceBox]:
+    """(the image rotated about the eyes' midpoint so that they are level, the box carried along).
+
+    The box keeps its size; its centre and landmarks rotate with the image. Corners uncovered by
+    the rotation repeat the edge pixels, like the crop keeps a photo's own pixels. The turn is at
+    most 90° either way: eye landmarks in the wrong order never turn a face upside down.
+    """
+    if not box.landmarks:
+        raise ValueError("align_face needs a box with landmarks (faces.detector: mtcnn)")
+    (lx, ly), (rx, ry) = box.landmarks[:2]
+    angle = math.degrees(math.atan2(ry - ly, rx - lx))
+    angle = angle - 180 if angle > 90 else angle + 180 if angle < -90 else angle
+    rotation = cv2.getRotationMatrix2D(((lx + rx) / 2, (ly + ry) / 2), angle, 1.0)
+    width, height = image.size
+    pixels = cv2.warpAffine(np.asarray(image.convert("RGB")), rotation, (width, height), flags=cv2.INTER_CUBIC,
+                            borderMode=cv2.BORDER_REPLICATE)
+
+    def turn(x: float, y: float) -> Point:
+        tx, ty = rotation @ np.array([x, y, 1.0])
+        return float(tx), float(ty)
+
+    cx, cy = turn(box.x + box.w / 2, box.y + box.h / 2)
+    moved = FaceBox(round(cx - box.w / 2), round(cy - box.h / 2), box.w, box.h, tuple(turn(x, y) for x, y in box.landmarks))
+    return Image.fromarray(pixels), moved
+
+
+def find_and_crop(image: Image.Image, detector: Detector, *, align: bool = False, margin: float = 0.25,
+                  size: int = 160) -> tuple[Image.Image, FaceBox | None]:
+    """(the crop of the largest face, aligned if asked; that face's box in source pixels, None
+    when there is none and the crop is the centre square): the faces stage and predict share it."""
+    _check_align(detector, align)
+    found = detector.detect(image)
+    box = found[0] if found else None
+    target, crop_box = image, box
+    if align and box is not None and box.landmarks:
+        target, crop_box = align_face(image, box)
+    return crop_face(target, crop_box, margin=margin, size=size), box
+
+
+def _check_align(detector: Detector, align: bool) -> None:
+    if align and not detector.landmarks:
+        raise ParamError(f"faces.align needs eye landmarks, which the {detector.name} detector does not give: "
+                         "set faces.detector: mtcnn or faces.align: false")
+
+
 def crop_face(image: Image.Image, box: FaceBox | None, *, margin: float = 0.25, size: int = 160) -> Image.Image:
     """The face square: ``box`` grown by ``margin`` × its longer side on every side, resized to size×size.
 
@@ -145,6 +303,8 @@ def crop_folder(
     no_face: str = "keep",
     margin: float = 0.25,
     size: int = 160,
+    detector: str = "haar",
+    align: bool = False,
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -152,7 +312,8 @@ def crop_folder(
 
     Returns (the manifest with ``image`` pointing at the crop, plus ``face_found`` and
     ``face_box`` "x,y,w,h" or ""; the drops, DROP_COLUMNS). ``no_face`` "keep" centre-crops
-    photos without a face, "drop" leaves them out. ``out_dir`` is replaced as a whole, so no
+    photos without a face, "drop" leaves them out. ``detector`` names one of `DETECTORS`;
+    ``align`` levels the eyes first (mtcnn only). ``out_dir`` is replaced as a whole, so no
     stale crop survives a re-run.
     """
     if no_face not in NO_FACE_POLICIES:
@@ -162,21 +323,19 @@ def crop_folder(
         raise ValueError(f"manifest lacks column(s) {missing}; expected image, label and sha256")
 
     out_dir = Path(out_dir)
-    detector = FaceDetector()
+    finder = make_detector(detector)
+    _check_align(finder, align)
     kept, images, boxes, drops = [], [], [], []
     taken: set[str] = set()
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         rows = manifest[["image", "label", "sha256"]].itertuples(index=False)
         for source, label, sha256 in tqdm(rows, total=len(manifest), desc="faces", unit="img", disable=not progress):
-            cached = _CachedCrop(Path(cache_dir), sha256, margin, size, detector.version) if cache_dir else None
+            cached = _CachedCrop(Path(cache_dir), sha256, margin, size, finder.version, align) if cache_dir else None
             if cached and cached.exists():
                 crop, box = None, cached.box()
             else:
-                image = load_rgb(Path(source))
-                faces = detector.detect(image)
-                box = faces[0] if faces else None
-                crop = crop_face(image, box, margin=margin, size=size)
+                crop, box = find_and_crop(load_rgb(Path(source)), finder, align=align, margin=margin, size=size)
                 if cached:
                     cached.store(crop, box)
             kept.append(box is not None or no_face == "keep")
@@ -202,8 +361,9 @@ def crop_folder(
 class _CachedCrop:
     """One crop in the cache: ``<key>.jpg`` plus ``<key>.json`` (the face box), written in that order."""
 
-    def __init__(self, cache_dir: Path, sha256: str, margin: float, size: int, detector_version: str):
-        key = hashlib.sha256(json.dumps([sha256, float(margin), int(size), detector_version]).encode()).hexdigest()
+    def __init__(self, cache_dir: Path, sha256: str, margin: float, size: int, detector_version: str, align: bool = False):
+        settings = [sha256, float(margin), int(size), detector_version] + (["aligned"] if align else [])  # unaligned keys as before
+        key = hashlib.sha256(json.dumps(settings).encode()).hexdigest()
         self.jpeg = cache_dir / f"{key}.jpg"
         self.meta = cache_dir / f"{key}.json"
 

@@ -14,7 +14,8 @@ MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
 
 
 def input_spec(size: int, channels: int, faces: dict | None = None, normalization: str = "fixed") -> dict:
-    """Preprocessing a checkpoint expects; `faces` (enabled, margin, size) tells predict how to crop.
+    """Preprocessing a checkpoint expects; `faces` (enabled, margin, size, detector, align) tells
+    predict how to crop (checkpoints from before detector/align mean haar, unaligned).
 
     `normalization: per_image` standardises each image to zero mean and unit variance (over its
     pixels and channels) before the fixed mean/std: brightness and contrast no longer reach the

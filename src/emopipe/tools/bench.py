@@ -172,7 +172,8 @@ def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) 
     if tuple(train.images.shape[1:]) != expected:
         raise ParamError(f"{data} is packed at {'×'.join(map(str, train.images.shape[1:]))} but params say "
                          f"{'×'.join(map(str, expected))}: run `dvc repro pack`")
-    faces = {"enabled": p.faces.enabled, "margin": p.faces.margin, "size": p.faces.size}  # as the train stage
+    f = p.faces  # as the train stage
+    faces = {"enabled": f.enabled, "margin": f.margin, "size": f.size, "detector": f.detector, "align": f.align}
     spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
     cfg = fit_config(p.train, p.seed, train.classes)
 

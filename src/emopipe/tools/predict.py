@@ -6,7 +6,8 @@
 Each photo is decoded like intake does, cropped to its largest face like the faces stage
 does (a centre crop when none is found) if the model was trained on face crops (the
 checkpoint's input.faces; --faces/--no-faces override it; the output says which applied),
-and resized to the checkpoint's input size. Files that cannot be decoded get an error row
+with the same detector, alignment, margin and size (checkpoints from before detector and
+align were recorded: haar, unaligned), and resized to the checkpoint's input size. Files that cannot be decoded get an error row
 and do not stop the run. Exit status: 0 when at least one photo was predicted, 1 when none
 was, 2 for usage errors.
 """
@@ -22,10 +23,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emopipe.data.faces import FaceDetector, crop_face
+from emopipe.data.faces import Detector, find_and_crop, make_detector
 from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
 from emopipe.data.store import to_tensor
 from emopipe.engine.evaluate import predict_proba
+from emopipe.errors import UserError
 from emopipe.io import atomic_path, write_csv
 from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.runtime import select_runtime
@@ -62,10 +64,11 @@ def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = N
     model, meta = load_checkpoint(model_path, runtime.device)
     spec, classes = meta["input"], meta["classes"]
     faces, why = face_cropping(spec, faces)
-    detector = FaceDetector() if faces else None
+    trained = face_settings(spec)
+    detector = make_detector(trained["detector"]) if faces else None
     rows = []
     for start in range(0, len(paths), _CHUNK):
-        prepared = [_prepare(Path(path), spec, detector) for path in paths[start : start + _CHUNK]]
+        prepared = [_prepare(Path(path), spec, detector, trained) for path in paths[start : start + _CHUNK]]
         inputs = [pixels for _, pixels in prepared if pixels is not None]
         probs = iter(predict_proba(model, torch.stack(inputs), spec, runtime) if inputs else ())
         for row, pixels in prepared:
@@ -74,7 +77,8 @@ def predict_files(paths: list[Path], model_path: Path, *, faces: bool | None = N
             rows.append({**row, "label": label, "probability": float(p.max()), **{f"p_{c}": float(v) for c, v in zip(classes, p)}})
     frame = pd.DataFrame(rows, columns=COLUMNS + [f"p_{c}" for c in classes])
     frame["face_found"] = frame["face_found"].astype("boolean")
-    frame.attrs["faces"] = f"{'cropped to the largest face' if faces else 'not cropped'} ({why})"
+    how = f"cropped to the largest face, {trained['detector']}{', aligned' if trained['align'] else ''}" if faces else "not cropped"
+    frame.attrs["faces"] = f"{how} ({why})"
     return frame
 
 
@@ -88,19 +92,24 @@ def face_cropping(spec: dict, faces: bool | None) -> tuple[bool, str]:
     return enabled, f"the model was trained {'on' if enabled else 'without'} face crops"
 
 
-def _prepare(path: Path, spec: dict, detector: FaceDetector | None) -> tuple[dict, torch.Tensor | None]:
+def face_settings(spec: dict) -> dict:
+    """How the training data was cropped (the checkpoint's ``input.faces``), defaults filled in:
+    checkpoints from before detector and align were recorded used haar, unaligned."""
+    trained = spec.get("faces", {})
+    return {"margin": trained.get("margin", 0.25), "size": trained.get("size", 160),
+            "detector": trained.get("detector", "haar"), "align": bool(trained.get("align", False))}
+
+
+def _prepare(path: Path, spec: dict, detector: Detector | None, trained: dict) -> tuple[dict, torch.Tensor | None]:
     """(the row's file, face and error fields; the model input, None when the file is unusable)."""
     row = {"file": str(path), "face_found": pd.NA, "face_box": "", "error": ""}
     try:
         image = load_rgb(path)
     except ImageRejected as err:
         return {**row, "error": err.reason}, None
-    if detector is not None:
-        found = detector.detect(image)
-        box = found[0] if found else None
+    if detector is not None:  # crop as the training data was cropped
+        image, box = find_and_crop(image, detector, align=trained["align"], margin=trained["margin"], size=trained["size"])
         row.update(face_found=box is not None, face_box=str(box) if box else "")
-        trained = spec.get("faces", {})  # crop as the training data was cropped
-        image = crop_face(image, box, margin=trained.get("margin", 0.25), size=trained.get("size", 160))
     return row, to_tensor(image, spec["size"], spec["channels"])  # as the pack stage does
 
 
@@ -156,7 +165,10 @@ def main(
     if not paths:
         raise _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {target}", 1)
 
-    frame = predict_files(paths, model, faces=faces)
+    try:
+        frame = predict_files(paths, model, faces=faces)
+    except UserError as err:  # e.g. a checkpoint cropped with mtcnn, facenet-pytorch not installed
+        raise _fail(str(err), 2) from None
     Console().print(_table(frame, top, target if target.is_dir() else None))
     typer.echo(f"faces: {frame.attrs['faces']}")
     if csv:
