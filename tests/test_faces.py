@@ -10,7 +10,7 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from emopipe import config
+from emopipe import stage
 from emopipe.data import faces
 from emopipe.data.faces import (
     DETECTORS,
@@ -92,7 +92,7 @@ def test_min_size_fraction_is_checked():
 # --- the detector registry and MTCNN ------------------------------------------------------
 
 def test_registry_matches_the_param_choices():
-    assert set(DETECTORS) == set(config.FACE_DETECTORS) == {"haar", "mtcnn"}
+    assert set(DETECTORS) == {"haar", "mtcnn"} and stage.CHOICES["faces.detector"] is DETECTORS
     assert isinstance(make_detector("haar"), FaceDetector)
     with pytest.raises(ParamError, match="faces.detector='dlib'"):
         make_detector("dlib")

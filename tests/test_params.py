@@ -56,7 +56,7 @@ def test_repo_params_load():
         ({"split.group_pattern": "^.+_"}, "split.group_pattern='^.+_' needs a capture group"),
         ({"train.loss": "hinge"}, "train.loss='hinge' is not a registered loss; choose one of: ce, focal"),
         ({"train.scheduler": "step"}, "train.scheduler='step' is not a registered scheduler"),
-        ({"faces.detector": "dlib"}, "faces.detector='dlib' is not allowed; choose one of: haar, mtcnn"),
+        ({"faces.detector": "dlib"}, "faces.detector='dlib' is not a registered detector; choose one of: haar, mtcnn"),
         ({"faces.align": True}, "faces.align needs eye landmarks, which the haar detector does not give"),
         ({"faces.align": "yes"}, "faces.align must be true or false"),
     ],

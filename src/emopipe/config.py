@@ -23,7 +23,6 @@ SOURCES = ("synthetic", "kaggle", "folder")
 NORMALIZATIONS = ("fixed", "per_image")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-FACE_DETECTORS = ("haar", "mtcnn")  # data/faces.py's DETECTORS (tests/test_faces.py checks they agree)
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 (no dot) as a string
 
 
@@ -172,7 +171,6 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     _range("faces.margin", p.faces.margin, 0.0, 2.0)
     _range("faces.size", p.faces.size, 16, 2048)
     _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))
-    _choice("faces.detector", p.faces.detector, FACE_DETECTORS)
     if p.faces.align and p.faces.detector == "haar":
         raise ParamError("faces.align needs eye landmarks, which the haar detector does not give: "
                          "set faces.detector: mtcnn or faces.align: false")

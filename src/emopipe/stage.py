@@ -9,6 +9,7 @@ from torch import nn
 from emopipe import config, numerics
 from emopipe.config import Params
 from emopipe.data.augment import POLICIES
+from emopipe.data.faces import DETECTORS
 from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.modeling.losses import LOSSES
 from emopipe.modeling.models import MODELS
@@ -17,7 +18,7 @@ from emopipe.runtime import Runtime, configure_threads, select_runtime
 
 # dotted param -> the registry whose keys it may take
 CHOICES = {"model": MODELS, "train.loss": LOSSES, "train.scheduler": SCHEDULERS,
-           "train.augment": POLICIES, "adapt.augment": POLICIES}
+           "train.augment": POLICIES, "adapt.augment": POLICIES, "faces.detector": DETECTORS}
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
