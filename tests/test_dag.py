@@ -217,3 +217,9 @@ def test_imports_point_one_way():
                 continue
             upward += [f"{module} imports {t}" for t in targets if layer_of(t) > layer_of(module)]
     assert not upward, upward
+
+
+def test_pack_declares_the_image_folders_it_reads():
+    """pack decodes the files the split manifests name; a changed crop (e.g. faces.align) keeps its
+    path, so the manifests alone do not change and pack would not re-run without these deps."""
+    assert {"data/raw", "data/faces"} <= set(STAGES["pack"]["deps"])
