@@ -7,10 +7,10 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.cli import USER_ERRORS
 from emopipe.data import store
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import EmptySetError, evaluate
+from emopipe.errors import UserError
 from emopipe.modeling.checkpoint import input_spec, save_checkpoint
 from emopipe.modeling.models import build
 from emopipe.runtime import select_runtime
@@ -34,6 +34,6 @@ def test_evaluate_stage_names_the_empty_file(tmp_path):
     done = CliRunner().invoke(module.app, ["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"),
                                            "--data", str(tmp_path / "test.pt"), "--metrics", str(tmp_path / "eval.json"),
                                            "--plots", str(tmp_path / "plots")])
-    assert isinstance(done.exception, EmptySetError) and isinstance(done.exception, USER_ERRORS)  # run(): `error: ...`, exit 2
+    assert isinstance(done.exception, EmptySetError) and isinstance(done.exception, UserError)  # run(): `error: ...`, exit 2
     assert f"{tmp_path / 'test.pt'} holds no images" in str(done.exception) and "\n" not in str(done.exception)
     assert not (tmp_path / "eval.json").exists()
