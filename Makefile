@@ -44,10 +44,11 @@ gate-reference: install
 	python -m emopipe.tools.gate measure --params tests/tiny_params.yaml --seeds 5 --gate-seeds 3 --workdir .gate-measure --out .ci/gate-reference.json
 
 JOBS ?= 2
-## Seed grid (24 DVC experiments, JOBS parallel workers) -> reports/ablation.md.
+SEEDS ?= 4
+## Seed grid (8 variants × SEEDS seeds as DVC experiments, JOBS parallel workers) -> reports/ablation.md.
 ## EPOCHS=N sets the epoch budget; ABLATION_ARGS='--extra data.source=folder ...' for other data.
 ablation: install
-	python -m emopipe.tools.ablation --jobs $(JOBS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
+	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

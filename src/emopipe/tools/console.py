@@ -7,10 +7,21 @@ from __future__ import annotations
 import typer
 
 from emopipe.cli import run
-from emopipe.tools import ablation, bench, gate, predict, recipe, report, sandbox
+from emopipe.tools import (
+    ablation,
+    bench,
+    gate,
+    measure,
+    predict,
+    recipe,
+    report,
+    sandbox,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-for name, module in (("predict", predict), ("recipe", recipe), ("report", report), ("ablation", ablation), ("bench", bench), ("sandbox", sandbox)):
+COMMANDS = {"predict": predict, "recipe": recipe, "report": report, "ablation": ablation, "bench": bench,
+            "sandbox": sandbox, "measure": measure}
+for name, module in COMMANDS.items():
     app.command(name, help=module.__doc__)(module.main)
 app.add_typer(gate.app, name="gate", help=gate.__doc__)
 

@@ -31,10 +31,14 @@ def recipe_file(name: str, folder: Path = Path("recipes")) -> Path:
     raise ParamError(f"recipe {name!r} not found (neither a file nor {folder}/{name}.yaml); recipes: {known}")
 
 
+WHOLE = ("model_args",)  # replaced, not merged: a builder's arguments belong to the recipe's model
+
+
 def merge(into: dict, recipe: dict) -> None:
-    """Set every leaf of `recipe` in `into` (a ruamel mapping, so comments survive), creating sections as needed."""
+    """Set every leaf of `recipe` in `into` (a ruamel mapping, so comments survive), creating sections as
+    needed; the sections in WHOLE are replaced as a whole."""
     for key, value in recipe.items():
-        if isinstance(value, dict) and value and isinstance(into.get(key), dict):
+        if isinstance(value, dict) and value and isinstance(into.get(key), dict) and key not in WHOLE:
             merge(into[key], value)
         else:
             into[key] = value

@@ -207,6 +207,47 @@ def paired_difference(variant: Mapping[Any, float], baseline: Mapping[Any, float
     return PairedDiff(n=n, mean=mean, half_width=t * statistics.stdev(diffs) / math.sqrt(n))
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A claim "changing `key` from `before` to `after` raises `column`", tested by `contrast`."""
+    text: str
+    key: str
+    before: Any
+    after: Any
+    column: str = TEST_F1
+
+
+def contrast(exps: list[Exp], claim: Claim) -> PairedDiff | None:
+    """Δ `claim.column` when `claim.key` goes from `before` to `after` and nothing else changes.
+
+    Runs are paired on every other param, the seed included, so one claim pools all the settings it
+    was run under (wider − small at each augmentation and seed): more pairs, the same rule as
+    `paired_difference`, and the interval covers the effect averaged over those settings."""
+    _, file_stem, path = next(c for c in COLUMNS if c[0] == claim.column)
+    sides: dict[Any, dict[tuple, float]] = {claim.before: {}, claim.after: {}}
+    for e in exps:
+        value = e.params.get(claim.key)
+        if value in sides and (m := e.metric(file_stem, path)) is not None:
+            rest = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in e.params.items() if k != claim.key))
+            sides[value][rest] = m
+    return paired_difference(sides[claim.after], sides[claim.before])
+
+
+def claims_table(exps: list[Exp], claims: list[Claim]) -> list[str]:
+    """Markdown rows: each claim with its pooled paired Δ, 95% interval and holds | fails | open."""
+    lines = [f"| claim | change | metric | n pairs | Δ [{CI}] | half-width | verdict |", "|---|---|---|---:|---:|---:|---|"]
+    for c in claims:
+        d = contrast(exps, c)
+        cells = [c.text, f"{c.key}: {fmt_value(c.before)} → {fmt_value(c.after)}", c.column, str(d.n if d else 0)]
+        if d is None or d.half_width is None:
+            cells += [f"{d.mean:+.4f}" if d else "—", "—", "open (fewer than two pairs)"]
+        else:
+            verdict = {"better": "**holds**", "worse": "**fails** (the opposite is beyond noise)"}.get(d.verdict, "open")
+            cells += [f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", f"{d.half_width:.4f}", verdict]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def stem(name: str) -> str:
     return re.sub(r"-s\d+$", "", name)
 
