@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import typer
+import yaml
 from typer.testing import CliRunner
 
 from emopipe.tools import ablation, report
@@ -174,3 +175,21 @@ def test_uncached_outputs_surface_real_errors(monkeypatch, tmp_path):
         ablation.uncached_outputs(tmp_path)
     monkeypatch.setitem(sys.modules, "dvc.repo", None)  # DVC's Python package not importable here
     assert ablation.uncached_outputs(tmp_path) == set()
+
+
+def test_cache_preflight_names_uncached_outputs_but_not_parents_of_outputs(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cached = "a" * 32 + ".dir"
+    (cache / "files" / "md5" / "aa").mkdir(parents=True)
+    (cache / "files" / "md5" / "aa" / cached[2:]).write_text("[]")
+    lock = {"stages": {
+        "download@main": {"outs": [{"path": "data/raw/main", "md5": cached}]},
+        "download@shift": {"outs": [{"path": "data/raw/shift", "md5": "b" * 32 + ".dir"}]},   # not in the cache
+        "pack": {"deps": [{"path": "data/raw", "md5": "c" * 32 + ".dir"},                   # parent of outputs
+                          {"path": "data/extra", "md5": "d" * 32 + ".dir"}],                # a folder nobody makes
+                 "outs": [{"path": "plots/pack", "md5": "e" * 32 + ".dir"}]},                # cache: false
+    }}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    monkeypatch.setattr(ablation, "run", lambda *a, **k: type("Done", (), {"stdout": f"{cache}\n"})())
+    monkeypatch.setattr(ablation, "uncached_outputs", lambda repo: {"plots/pack"})
+    assert ablation.missing_dirs(tmp_path) == ["data/extra", "data/raw/shift"]

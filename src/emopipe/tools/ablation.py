@@ -210,13 +210,18 @@ def missing_dirs(repo: Path) -> list[str]:
 
     DVC 3.67 fails a queued experiment ("failed to load directory ...") when it restores a stage from
     the run-cache while dvc.lock still names such a directory, so the grid would fail after its first run.
+    A dependency on a folder whose subfolders are outputs (pack reads data/raw, made of data/raw/main and
+    data/raw/shift) is never cached as a whole and needs not be: DVC restores the outputs themselves.
     """
     lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
     cache = Path(run(repo, "dvc", "cache", "dir").stdout.strip())
     uncached = uncached_outputs(repo)
+    stages = list((lock.get("stages") or {}).values())
+    outputs = {o["path"] for stage in stages for o in stage.get("outs") or []}
     missing = set()
-    for stage in (lock.get("stages") or {}).values():
-        for entry in (stage.get("outs") or []) + (stage.get("deps") or []):
+    for stage in stages:
+        deps = [d for d in stage.get("deps") or [] if not any(o.startswith(d["path"].rstrip("/") + "/") for o in outputs)]
+        for entry in (stage.get("outs") or []) + deps:
             md5 = str(entry.get("md5") or "")
             if md5.endswith(".dir") and entry["path"] not in uncached and not (cache / "files" / "md5" / md5[:2] / md5[2:]).exists():
                 missing.add(entry["path"])
