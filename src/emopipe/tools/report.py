@@ -228,8 +228,7 @@ def contrast(exps: list[Exp], claim: Claim) -> PairedDiff | None:
     for e in exps:
         value = e.params.get(claim.key)
         if value in sides and (m := e.metric(file_stem, path)) is not None:
-            rest = tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in e.params.items() if k != claim.key))
-            sides[value][rest] = m
+            sides[value][variant_key(e, ignore=(claim.key,))] = m
     return paired_difference(sides[claim.after], sides[claim.before])
 
 
@@ -252,8 +251,9 @@ def stem(name: str) -> str:
     return re.sub(r"-s\d+$", "", name)
 
 
-def variant_key(exp: Exp) -> tuple:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in exp.params.items() if k not in SEED_KEYS))
+def variant_key(exp: Exp, ignore: tuple[str, ...] = SEED_KEYS) -> tuple:
+    """The experiment's params but `ignore`, hashable: equal keys = runs that differ only in `ignore`."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in exp.params.items() if k not in ignore))
 
 
 def group_variants(exps: list[Exp]) -> list[Variant]:
