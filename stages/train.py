@@ -1,5 +1,7 @@
 """Stage train: train the model named by `model` (registry) and keep its best epoch by validation macro-F1.
 
+metrics/train.json and plots/train/history.csv are rewritten after every epoch, so a running experiment
+shows its progress (`dvc exp show`, `dvc plots show`); the final files hold the best epoch.
 With `train.processes: N > 1` the stage relaunches itself under torchrun (DDP, N processes);
 started by torchrun directly it joins that job. Rank 0 writes every output.
 """
@@ -29,6 +31,12 @@ from emopipe.runtime import (
 from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def epoch_summary(history: list[dict], best_epoch: int) -> dict:
+    best = history[best_epoch - 1]
+    return {"best_epoch": best_epoch, "epochs_run": len(history),
+            "val_macro_f1": best["val_macro_f1"], "val_accuracy": best["val_accuracy"]}
 
 
 @app.command()
@@ -64,7 +72,13 @@ def main(
         data_pool = pool(train_set, val_set)
         cv = cross_validate(new_model, data_pool, groups.loc[data_pool.paths].to_numpy(), p.train.folds, p.oversample.method,
                             p.oversample.targets, p.data_seed, spec, cfg, runtime, progress)
-    result = fit(new_model(), train_set, val_set, spec, cfg, runtime, progress, dist)
+    def live(history: list[dict], best_epoch: int) -> None:
+        """After each epoch: the history so far and the best epoch so far, for `dvc exp show` / `dvc plots`
+        on a running experiment (the VS Code extension reads the same files)."""
+        write_csv(plots / "history.csv", pd.DataFrame(history))
+        write_json(metrics, epoch_summary(history, best_epoch))
+
+    result = fit(new_model(), train_set, val_set, spec, cfg, runtime, progress, dist, on_epoch=live)
     dist.close()
     if not dist.is_main:
         return
@@ -76,10 +90,7 @@ def main(
     best = result.history[result.best_epoch - 1]
     write_json(metrics, {
         "parameters": count_parameters(result.model),
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        "val_macro_f1": best["val_macro_f1"],
-        "val_accuracy": best["val_accuracy"],
+        **epoch_summary(result.history, result.best_epoch),
         "processes": dist.world_size,
         "numerics": numerics.describe(runtime.device.type, runtime.precision, threads),
     } | ({"cv": cv} if cv else {}))

@@ -116,25 +116,28 @@ def test_worker_threads_split_the_cores(monkeypatch):
     assert ablation.worker_env(1)[1] == 2 and ablation.worker_env(4)[1] == 1
 
 
-QUEUE_STATUS = """\
-Task     Name                Created    Status
-08ae3a9  small-none-s0       11:33 AM   Success
-45811eb  small-none-s1       11:33 AM   Failed
-1f2e3d4  small-none-s2       Nov 24, 2026   Running
-abcdef0  wider-none-s0       11:34 AM   Queued
+def test_queue_and_status_go_through_dvcs_api(tmp_path):
+    """Experiments queued from one DVC process, read back as data (no text parsing), and removed."""
+    import subprocess
 
-Worker status: 1 active, 1 idle
-"""
+    from emopipe.tools.sandbox import tool_env
 
+    def sh(*args):
+        subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True, capture_output=True)
 
-def test_queue_status_parsing(monkeypatch):
-    monkeypatch.setattr(ablation, "run", lambda *a, **k: type("Done", (), {"stdout": QUEUE_STATUS})())
-    statuses, workers = ablation.queue_status(None)
-    assert statuses == {"small-none-s0": "Success", "small-none-s1": "Failed", "small-none-s2": "Running",
-                        "wider-none-s0": "Queued"}
-    assert workers == 2
-    monkeypatch.setattr(ablation, "run", lambda *a, **k: type("Done", (), {"stdout": "No experiment tasks in the queue.\n\nWorker status: 0 active, 0 idle\n"})())
-    assert ablation.queue_status(None) == ({}, 0)
+    (tmp_path / "params.yaml").write_text("seed: 0\nmodel: small\ntrain: {epochs: 1}\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n" + "".join(
+        f"  {t}:\n    cmd: echo {t}\n    params: [seed, model]\n" for t in ablation.TARGETS))
+    sh("git", "init", "-q")
+    sh("dvc", "init", "-q")
+    sh("git", "add", "-A")
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "init")
+    planned = ablation.expand(1, [("small-none", {"model": "small"})], 2, 3, {}, "t-")
+    ablation.queue_experiments(tmp_path, planned, "test")
+    statuses, workers = ablation.queue_status(tmp_path)
+    assert statuses == {"t-small-none-s0": "Queued", "t-small-none-s1": "Queued"} and workers == 0
+    sh("dvc", "queue", "remove", "--all")
+    assert ablation.queue_status(tmp_path) == ({}, 0)
 
 
 def test_fmt_time():

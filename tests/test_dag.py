@@ -223,3 +223,13 @@ def test_pack_declares_the_image_folders_it_reads():
     """pack decodes the files the split manifests name; a changed crop (e.g. faces.align) keeps its
     path, so the manifests alone do not change and pack would not re-run without these deps."""
     assert {"data/raw", "data/faces"} <= set(STAGES["pack"]["deps"])
+
+
+def test_dvc_lists_the_trained_and_the_adapted_model_as_artifacts():
+    from dvc.repo import Repo
+
+    with Repo(str(REPO)) as repo:
+        artifacts = {name: a for found in repo.artifacts.read().values() for name, a in found.items()}
+    outs = {next(iter(o)) if isinstance(o, dict) else o for stage in STAGES.values() for o in stage.get("outs", [])}
+    assert {a.path for a in artifacts.values()} == {"models/model.pt", "models/adapted.pt"} <= outs
+    assert all(a.type == "model" and a.desc and a.labels for a in artifacts.values())

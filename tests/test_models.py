@@ -8,13 +8,8 @@ from emopipe.config import ParamError
 from emopipe.engine import explain
 from emopipe.engine.fit import Unfreezer
 from emopipe.modeling.checkpoint import input_spec, load_checkpoint, save_checkpoint
-from emopipe.modeling.models import (
-    MODELS,
-    PretrainedWeightsError,
-    build,
-    count_parameters,
-    described,
-)
+from emopipe.modeling.models import MODELS, build, count_parameters, described
+from emopipe.modeling.pretrained import PretrainedWeightsError
 
 
 def test_small_matches_the_seed_smallcnn():

@@ -1,8 +1,10 @@
 """The real pipeline, end to end, on the tiny config: repro, no-op repro, an ablation, the gate."""
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,9 +74,36 @@ def test_a_param_change_reruns_only_its_dependants(repo):
         (repo / "params.yaml").write_text(params)
 
 
-def test_plots_render(repo):
-    sh(repo, "dvc", "plots", "show", "-o", "rendered")
-    assert (repo / "rendered" / "index.html").exists()
+def chromium() -> str | None:
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if not found and os.environ.get("CI"):
+        pytest.fail("CI needs Chromium for the offline-plots test: `make browser` installs Debian's")
+    return found
+
+
+def rendered_charts(page: Path) -> int:
+    """Vega charts drawn when headless Chromium opens `page` with every host unreachable (DOM after scripts ran)."""
+    browser = chromium() or pytest.skip("no Chromium here (`make browser` installs Debian's)")
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          "--proxy-server=http://127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
+                          "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return dom.count('class="marks"') if 'aria-roledescription="line mark"' in dom else 0
+
+
+def test_plots_render_offline_in_a_browser(repo, tmp_path):
+    """`dvc plots show` draws every Vega chart with the network blocked (scripts inlined by the template
+    in .dvc/config); DVC's own page, whose scripts come from a CDN, draws none there."""
+    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "offline"))
+    page = tmp_path / "offline" / "index.html"
+    expected = page.read_text().count("vegaEmbed(")
+    assert expected == 4 and "cdn.jsdelivr" not in page.read_text()
+    assert rendered_charts(page) == expected
+    from dvc_render.html import PAGE_HTML
+
+    (tmp_path / "cdn.html").write_text(PAGE_HTML)
+    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "cdn"), "--html-template", str(tmp_path / "cdn.html"))
+    assert rendered_charts(tmp_path / "cdn" / "index.html") == 0
 
 
 def test_ablation_is_compared_with_the_baseline(repo):
@@ -198,3 +227,24 @@ def test_a_temp_workspace_experiment_with_one_thread_reproduces_repro(repo):
     found = [e for row in shown for e in (row.get("experiments") or []) if e.get("name") == "one-thread"]
     data = found[0]["revs"][0]["data"]["metrics"]
     assert {n: data[f"metrics/{n}.json"]["data"] for n in before} == before
+
+
+def test_train_stage_writes_live_metrics_during_the_run(repo, tmp_path):
+    """history.csv and train.json grow epoch by epoch while the stage runs (what `dvc exp show`
+    and the VS Code extension read from a running experiment's workspace)."""
+    history, metrics = tmp_path / "plots" / "history.csv", tmp_path / "train.json"
+    proc = subprocess.Popen([sys.executable, "stages/train.py", "--model-out", str(tmp_path / "model.pt"), "--metrics", str(metrics),
+                             "--plots", str(tmp_path / "plots"), "--no-progress"], cwd=repo, env=tool_env() | {"OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = set()
+    while proc.poll() is None:
+        if history.exists() and metrics.exists():
+            rows = len(history.read_text().splitlines()) - 1  # header
+            live = json.loads(metrics.read_text())
+            if proc.poll() is None and rows == live["epochs_run"]:  # a pair written between two epochs
+                seen.add(rows)
+        time.sleep(0.005)
+    assert proc.returncode == 0, proc.stderr.read()
+    final = json.loads(metrics.read_text())
+    assert len(seen) >= 2 and min(seen) < final["epochs_run"], f"rows seen while running: {sorted(seen)}"
+    assert final["best_epoch"] <= final["epochs_run"] and "numerics" in final  # the final file keeps its meaning

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -103,7 +104,12 @@ class Unfreezer:
 
 
 def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime,
-        progress: bool = True, dist: Distributed | None = None) -> FitResult:
+        progress: bool = True, dist: Distributed | None = None,
+        on_epoch: Callable[[list[dict], int], None] | None = None) -> FitResult:
+    """Train `model`; returns it with the weights of its best validation epoch.
+
+    `on_epoch(history, best_epoch)` runs on the main rank after every epoch (live metrics files).
+    """
     dist = dist or Distributed()
     n_classes = len(train.classes)
     generator = torch.Generator().manual_seed(cfg.seed)  # identical on every rank
@@ -170,6 +176,8 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             if row["val_macro_f1"] > best_f1:
                 best_f1, best_epoch, best_state = row["val_macro_f1"], epoch, copy.deepcopy(model.state_dict())
         history.append(row)
+        if on_epoch and dist.is_main:
+            on_epoch(history, best_epoch or epoch)
         bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_macro_f1")})
         schedule.after_epoch(row.get("val_macro_f1", -row["train_loss"]))
         if cfg.early_stopping and best_state is not None and epoch - best_epoch >= cfg.early_stopping:

@@ -12,6 +12,7 @@ from emopipe.tools import (
     bench,
     gate,
     measure,
+    offline_plots,
     predict,
     recipe,
     report,
@@ -20,7 +21,8 @@ from emopipe.tools import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 COMMANDS = {"predict": predict, "recipe": recipe, "report": report, "ablation": ablation, "bench": bench,
-            "sandbox": sandbox, "measure": measure}
+            "sandbox": sandbox, "measure": measure,
+            "offline-plots": offline_plots}
 for name, module in COMMANDS.items():
     app.command(name, help=module.__doc__)(module.main)
 app.add_typer(gate.app, name="gate", help=gate.__doc__)

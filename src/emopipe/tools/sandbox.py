@@ -15,6 +15,8 @@ from pathlib import Path
 import typer
 import yaml
 
+from emopipe.tools import offline_plots
+
 REPO = Path(__file__).resolve().parents[3]
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -47,8 +49,10 @@ def sh(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def make_sandbox(dest: Path, overrides: Path | None = None, repo: Path = REPO) -> Path:
-    """Copy the repo's tracked and unignored files to `dest`, merge `overrides` into params.yaml, commit."""
+    """Copy the repo's tracked and unignored files (and the generated offline plot template) to `dest`,
+    merge `overrides` into params.yaml, commit."""
     listed = sh(repo, "git", "ls-files", "--cached", "--others", "--exclude-standard", "-z").stdout.split("\0")
+    listed.append(str(offline_plots.TEMPLATE))
     dest.mkdir(parents=True, exist_ok=True)
     for rel in filter(None, listed):
         src = repo / rel
