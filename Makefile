@@ -52,9 +52,11 @@ gate-reference: install
 JOBS ?= 2
 SEEDS ?= 4
 ## Seed grid (8 variants × SEEDS seeds as DVC experiments, JOBS parallel workers) -> reports/ablation.md.
-## EPOCHS=N sets the epoch budget; ABLATION_ARGS='--extra data.source=folder ...' for other data.
+## EPOCHS=N sets the epoch budget; NUMERICS=native the fast, machine-dependent kernels;
+## ABLATION_ARGS='--extra data.source=folder ...' for other data.
+NUMERICS ?= portable
 ablation: install
-	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
+	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
 
 ## Debian's Chromium, for the test that renders `dvc plots show`'s page in a headless browser with the
 ## network blocked (CI runs this; elsewhere that test is skipped when no Chromium is found).

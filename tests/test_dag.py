@@ -16,6 +16,16 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 STAGES = {name: stage.get("do", stage) for name, stage in DVC.items()}
 
 
+def stage_script(stage: dict) -> str:
+    return next(arg for arg in stage["cmd"].split() if arg.startswith("stages/"))
+
+
+def test_stages_run_the_code_of_their_own_workspace():
+    """A queued experiment runs in a copy of the repo; with PYTHONPATH=src its stages import that copy's
+    package (the one DVC hashed as their deps), not the editable install's, which may change meanwhile."""
+    assert all(stage["cmd"].startswith("PYTHONPATH=src python stages/") for stage in STAGES.values())
+
+
 def module_file(dotted: str) -> Path | None:
     base = SRC.joinpath(*dotted.split("."))
     return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()), None)
@@ -43,7 +53,7 @@ def import_closure(script: Path, seen: set[Path] | None = None) -> set[Path]:
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_declares_every_module_it_imports(name):
     stage = STAGES[name]
-    script = REPO / stage["cmd"].split()[1]
+    script = REPO / stage_script(stage)
     declared = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
     needed = {str(f.relative_to(REPO)) for f in import_closure(script)} | {str(script.relative_to(REPO))}
     assert not needed - declared, f"dvc.yaml stage {name!r} misses deps: {sorted(needed - declared)}"
@@ -156,7 +166,7 @@ def params_read(source: str) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_stage_declares_every_param_it_reads(name):
-    script = REPO / STAGES[name]["cmd"].split()[1]
+    script = REPO / stage_script(STAGES[name])
     try:
         reads = params_read(script.read_text())
     except ValueError as err:

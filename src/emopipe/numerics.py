@@ -10,10 +10,12 @@ im2col + MKL GEMM. The same params and seed then give the same bits on any x86-6
 AVX2, at any thread count (checked with 1, 2, 3, 4 and 5 threads), at about 0.6× the speed of
 the machine's best kernels.
 
-*Native* mode (`EMOPIPE_NUMERICS=native`) leaves every library its best kernels: faster,
-and what `train.precision: auto | bf16 | fp16` needs (bf16 is fast only with AMX/AVX-512
-BF16); not bit-reproducible across CPUs or thread counts. Stages switch to it by
-themselves when the params ask for a precision other than fp32 (`require`).
+*Native* mode (`EMOPIPE_NUMERICS=native`) leaves every library its best kernels: faster
+(fp32 training ~1.7× on one AVX-512 thread), and what `train.precision: auto | bf16 | fp16`
+needs (bf16 is fast only with AMX/AVX-512 BF16); not bit-reproducible across CPUs or thread
+counts. Stages switch to it by themselves when the params ask for a precision other than
+fp32 (`require`); fp32 runs native only when the environment asks for it (the opt-in fast
+seed grid, `make ablation NUMERICS=native`).
 GPU results are never bit-identical across GPU models or driver versions.
 
 This module must not import torch: `emopipe/__init__.py` calls `pin_environment()` before
@@ -41,7 +43,8 @@ def pin_environment() -> None:
 
 
 def mode_for(precision: str) -> str:
-    return "portable" if precision == "fp32" else "native"
+    """The mode a stage needs: native for bf16/fp16/auto; fp32 keeps the mode chosen (portable by default)."""
+    return mode() if precision == "fp32" else "native"
 
 
 def require(precision: str) -> None:
