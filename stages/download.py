@@ -6,7 +6,7 @@ import typer
 from emopipe.cli import run
 from emopipe.data.sources import fetch
 from emopipe.io import atomic_path, write_csv
-from emopipe.stage import load_params
+from emopipe.stage import group_pattern, load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 SECTIONS = {"main": "data", "shift": "shift"}
@@ -24,7 +24,8 @@ def main(
     p = load_params(params)
     section = SECTIONS[domain]
     with atomic_path(out / domain) as tmp:
-        result = fetch(getattr(p, section), section, tmp / "images", p.data_seed, progress)
+        persons = group_pattern(domain, p.split.group_pattern, p.split.shift_group_pattern)
+        result = fetch(getattr(p, section), section, tmp / "images", p.data_seed, progress, persons)
         manifest = result.manifest.assign(image=[(out / domain / "images" / path).as_posix() for path in result.manifest["path"]])
         write_csv(tmp / "manifest.csv", manifest)
         write_csv(tmp / "rejects.csv", result.rejects)

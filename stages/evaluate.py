@@ -35,7 +35,8 @@ def main(
     p = load_params(params)
     runtime, net, meta = open_model(model, p.train.precision)
     test = store.load(data)
-    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data))
+    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data),
+                              scales=tuple(p.eval.tta_scales))
     write_json(metrics, result)
     write_csv(plots / "predictions.csv", predictions_frame(test, probs))
     matrix = confusion(test.labels.numpy(), probs.argmax(1), len(test.classes))

@@ -1,4 +1,5 @@
-"""Stage shift_eval: the model on the shifted domain, plain and with flip test-time augmentation."""
+"""Stage shift_eval: the model on the shifted domain, plain and with flip test-time augmentation
+(and with `eval.tta: multiscale`, multi-scale too); metrics averaged over the classes that domain holds."""
 from pathlib import Path
 
 import typer
@@ -7,7 +8,7 @@ from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.evaluate import evaluate
 from emopipe.io import write_json
-from emopipe.stage import load_params, open_model
+from emopipe.stage import NO_SHIFT, load_params, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -20,13 +21,20 @@ def main(
     metrics: Path = typer.Option(Path("metrics/shift.json"), help="metrics file to write"),
 ) -> None:
     p = load_params(params)
+    if p.shift.source == "none":
+        write_json(metrics, NO_SHIFT)
+        typer.echo(f"shift: skipped ({NO_SHIFT['skipped']})")
+        return
     runtime, net, meta = open_model(model, p.train.precision)
     shift = store.load(data)
-    plain, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, source=str(data))
-    tta, _ = evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, tta=True)
-    write_json(metrics, {"plain": plain, "tta": tta})
-    typer.echo(f"shift: macro-F1 {plain['macro_f1']:.3f} plain, {tta['macro_f1']:.3f} with flip TTA")
-
+    policies = ["none", "flip"] + (["multiscale"] if p.eval.tta == "multiscale" else [])
+    results = {policy: evaluate(net, shift, meta["input"], runtime, p.eval.batch_size, tta=policy, source=str(data),
+                                scales=tuple(p.eval.tta_scales))[0] for policy in policies}
+    present = sorted({shift.classes[i] for i in shift.labels.tolist()})
+    out = {"classes": present, "plain": results.pop("none"), "tta": results.pop("flip"), **results}
+    write_json(metrics, out)
+    typer.echo(f"shift ({len(present)} classes): macro-F1 {out['plain']['macro_f1']:.3f} plain, {out['tta']['macro_f1']:.3f} with flip TTA"
+               + (f", {out['multiscale']['macro_f1']:.3f} multi-scale" if "multiscale" in out else ""))
 
 if __name__ == "__main__":
     run(app)

@@ -6,10 +6,14 @@ import typer
 
 from emopipe.cli import run
 from emopipe.data.report import data_report
-from emopipe.data.split import split_groups, stratified_group_split, take_shots
-from emopipe.errors import ParamError
+from emopipe.data.split import (
+    shift_classes,
+    split_groups,
+    stratified_group_split,
+    take_shots,
+)
 from emopipe.io import atomic_path, write_csv, write_json
-from emopipe.stage import load_params
+from emopipe.stage import group_pattern, load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -24,16 +28,14 @@ def main(
 ) -> None:
     p = load_params(params)
     main_set = pd.read_csv(faces / "main" / "manifest.csv")
-    shift_set = pd.read_csv(faces / "shift" / "manifest.csv")
-    stray = sorted(set(shift_set["label"]) - set(main_set["label"]))
-    if stray:
-        raise ParamError(f"shift domain classes {stray} are not in the main domain ({sorted(main_set['label'].unique())}); fix shift.* so its folders use the same class names")
+    shift_set, unknown = shift_classes(pd.read_csv(faces / "shift" / "manifest.csv"), set(main_set["label"]), p.split.unknown_shift_classes)
 
     s = p.split
     main_set, groups, unmatched_main = split_groups(main_set, s.near_duplicate_distance, s.group_pattern)
     fractions = {"train": s.train, "val": s.val, "test": s.test}
     main_set = main_set.assign(group=groups, split=stratified_group_split(main_set["label"], groups, fractions, p.data_seed))
-    shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, s.group_pattern)
+    shift_pattern = group_pattern("shift", s.group_pattern, s.shift_group_pattern)
+    shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, shift_pattern)
     shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.data_seed))
 
     with atomic_path(out) as tmp:
@@ -45,10 +47,11 @@ def main(
     domains = ("main", "shift")
     rejects = {d: pd.read_csv(raw / d / "rejects.csv") for d in domains}
     drops = {d: pd.read_csv(faces / d / "drops.csv") for d in domains}
-    report = data_report(main_set, shift_set, rejects, drops)
-    if s.group_pattern is not None:
-        report["persons"] = {"pattern": s.group_pattern, "main": int(main_set["person"].nunique()), "shift": int(shift_set["person"].nunique()),
-                             "unmatched_names": {"main": unmatched_main, "shift": unmatched_shift}}
+    report = data_report(main_set, shift_set, rejects, drops) | {"shift_classes": sorted(shift_set["label"].unique()), "shift_dropped": unknown}
+    sets = {"main": (main_set, unmatched_main), "shift": (shift_set, unmatched_shift)}
+    if persons := {d: f["person"].nunique() for d, (f, _) in sets.items() if "person" in f.columns}:
+        report["persons"] = {"pattern": s.group_pattern, "shift_pattern": shift_pattern, **persons,
+                             "unmatched_names": {d: sets[d][1] for d in persons}}
     write_json(metrics, report)
     typer.echo(main_set.groupby(["split", "label"]).size().unstack(fill_value=0).to_string())
 

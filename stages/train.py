@@ -34,8 +34,8 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def epoch_summary(history: list[dict], best_epoch: int) -> dict:
-    best = history[best_epoch - 1]
-    return {"best_epoch": best_epoch, "epochs_run": len(history),
+    best = next(row for row in history if row["epoch"] == best_epoch)
+    return {"best_epoch": best_epoch, "epochs_run": history[-1]["epoch"],
             "val_macro_f1": best["val_macro_f1"], "val_accuracy": best["val_accuracy"]}
 
 
@@ -64,7 +64,7 @@ def main(
     cfg = fit_config(p.train, p.seed, train_set.classes)
 
     def new_model():
-        return build(p.model, len(train_set.classes), p.input.channels, **p.model_args)
+        return build(p.model, len(train_set.classes), p.input.channels, train_set.classes, **p.model_args)
 
     cv = None
     if p.train.folds > 1:
@@ -87,7 +87,7 @@ def main(
     history = pd.DataFrame(result.history)
     write_csv(plots / "history.csv", history)
     curves_png(history, plots / "curves.png", result.best_epoch)
-    best = result.history[result.best_epoch - 1]
+    best = next(row for row in result.history if row["epoch"] == result.best_epoch)
     write_json(metrics, {
         "parameters": count_parameters(result.model),
         **epoch_summary(result.history, result.best_epoch),

@@ -5,19 +5,21 @@ import emopipe  # noqa: F401  (first: pins the CPU numerics before torch compute
 from emopipe.data.store import TensorSet
 
 
+def make_toy_set(n_per_class: int = 12, size: int = 32, seed: int = 0) -> TensorSet:
+    """A learnable toy set: class = which image quadrant is bright."""
+    g = torch.Generator().manual_seed(seed)
+    images, labels = [], []
+    half = size // 2
+    for label, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        for _ in range(n_per_class):
+            img = torch.randint(0, 60, (3, size, size), generator=g, dtype=torch.uint8)
+            img[:, r * half : (r + 1) * half, c * half : (c + 1) * half] += 150
+            images.append(img)
+            labels.append(label)
+    classes = ["a", "b", "c", "d"]
+    return TensorSet(torch.stack(images), torch.tensor(labels), classes, [f"img{i}.png" for i in range(len(labels))])
+
+
 @pytest.fixture
 def toy_set():
-    """A learnable toy set: class = which image quadrant is bright."""
-    def make(n_per_class: int = 12, size: int = 32, seed: int = 0) -> TensorSet:
-        g = torch.Generator().manual_seed(seed)
-        images, labels = [], []
-        half = size // 2
-        for label, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-            for _ in range(n_per_class):
-                img = torch.randint(0, 60, (3, size, size), generator=g, dtype=torch.uint8)
-                img[:, r * half : (r + 1) * half, c * half : (c + 1) * half] += 150
-                images.append(img)
-                labels.append(label)
-        classes = ["a", "b", "c", "d"]
-        return TensorSet(torch.stack(images), torch.tensor(labels), classes, [f"img{i}.png" for i in range(len(labels))])
-    return make
+    return make_toy_set

@@ -27,7 +27,7 @@ def nonempty_png(path: Path) -> bool:
     return path.exists() and path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"hub"}))  # hub: tests/test_hub.py
 def test_every_registered_model(name, toy_set, tmp_path):
     torch.manual_seed(0)
     model = build(name, 4, 3)  # left in train mode on purpose: the functions must switch to eval themselves

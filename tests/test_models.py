@@ -11,6 +11,9 @@ from emopipe.modeling.checkpoint import input_spec, load_checkpoint, save_checkp
 from emopipe.modeling.models import MODELS, build, count_parameters, described
 from emopipe.modeling.pretrained import PretrainedWeightsError
 
+CACHED = {"hub"}  # built from a checkpoint in the local Hugging Face cache: tests/test_hub.py makes one
+VITS = {"vit_small", "vit_b_16"}
+
 
 def test_small_matches_the_seed_smallcnn():
     assert count_parameters(build("small", 6)) == 389_958
@@ -20,7 +23,7 @@ def test_wider_is_about_764k():
     assert count_parameters(build("wider", 6)) == pytest.approx(764_000, rel=0.01)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - CACHED))
 @pytest.mark.parametrize("channels", [1, 3])
 def test_every_model_runs_at_any_size(name, channels):
     model = build(name, 5, channels).eval()
@@ -73,7 +76,7 @@ def test_vgg_options():
         build("resnet18", 6, 2)
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - VITS - CACHED))
 def test_feature_blocks_are_four_and_ever_coarser(name):
     model = build(name, 6).eval()
     sizes = []
@@ -82,6 +85,32 @@ def test_feature_blocks_are_four_and_ever_coarser(name):
     for h in hooks:
         h.remove()
     assert len(sizes) == 4 and sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+
+
+@pytest.mark.parametrize("name, blocks, grid", [("vit_small", 6, 12), ("vit_b_16", 12, 6)])
+def test_vit_blocks_keep_the_patch_grid_at_any_input_size(name, blocks, grid):
+    model = build(name, 6).eval()
+    sizes = []
+    hooks = [b.register_forward_hook(lambda m, i, out: sizes.append(tuple(out.shape[-2:]))) for b in model.feature_blocks()]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 96, 96))
+    for h in hooks:
+        h.remove()
+    assert sizes == [(grid, grid)] * blocks
+    with pytest.raises(ValueError, match="not a multiple of the patch size"):
+        model(torch.zeros(1, 3, 100, 100))
+
+
+def test_vit_b_16_takes_every_torchvision_weight_but_the_class_token_and_head():
+    import torchvision
+
+    from emopipe.modeling.vits import from_torchvision
+
+    tv = torchvision.models.vit_b_16()
+    model = build("vit_b_16", 6, 1)
+    result = model.load_state_dict(from_torchvision(tv.state_dict(), in_channels=1), strict=False)
+    assert result.missing_keys == ["head.4.weight", "head.4.bias"] and not result.unexpected_keys
+    assert torch.equal(model.embed.proj.weight, tv.conv_proj.weight.sum(1, keepdim=True))
 
 
 def build_or_skip(name: str, channels: int) -> nn.Module:
@@ -107,7 +136,7 @@ def check_describes_itself(model: nn.Module, channels: int, size: int = 48) -> N
     assert blocks and all(any(b is m for m in model.modules()) for b in blocks)
     seen: dict[str, torch.Tensor] = {}
     hooks = [
-        blocks[-1].register_forward_hook(lambda _m, _i, out: seen.setdefault("block", out.detach().clone())),
+        blocks[-1].register_forward_hook(lambda _m, _i, out: seen.update(block=explain.as_grid(explain.first_tensor(out)).detach())),
         groups[0].register_forward_hook(lambda _m, _i, out: seen.setdefault("head", out.detach().clone())),
     ]
     x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0))
@@ -126,7 +155,7 @@ def check_describes_itself(model: nn.Module, channels: int, size: int = 48) -> N
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - CACHED))
 def test_every_registered_model_describes_itself(name, channels):
     torch.manual_seed(0)
     check_describes_itself(build_or_skip(name, channels), channels)
@@ -218,7 +247,7 @@ def test_pretrained_resnet_without_cache_says_where_to_put_the_file(offline_hub)
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(KeyError, match="choose one of: cnn, mini_xception, resnet18, resnet50, small, vgg, wider"):
+    with pytest.raises(KeyError, match="choose one of: cnn, hub, mini_xception, resnet18, resnet50, small, vgg, vit_b_16, vit_small, wider"):
         build("nope", 3)
 
 

@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from hub_cache import REPO_ID, make_cache
 
-from emopipe.data import store
+from emopipe.data import store, synthetic
+from emopipe.stage import NO_SHIFT
 from emopipe.tools.gate import GATED, compare, markdown, read_metrics
 from emopipe.tools.sandbox import make_sandbox, sh, tool_env
 
@@ -50,7 +53,7 @@ def test_repro_writes_every_metric_and_plot(repo):
     ev = load(repo, "eval")
     assert {"accuracy", "macro_precision", "macro_recall", "macro_f1"} <= set(ev)
     assert set(ev["per_class"]) == {"anger", "disgust", "fear", "happy", "pain", "sad"}
-    assert set(load(repo, "shift")) == {"plain", "tta"}
+    assert set(load(repo, "shift")) == {"classes", "plain", "tta"}
     adapt = load(repo, "adapt")
     assert adapt["shots_per_class"] == 5 and {"before", "after"} <= set(adapt)
     for plot in ("train/history.csv", "train/curves.png", "eval/predictions.csv", "eval/confusion.png"):
@@ -141,6 +144,60 @@ def test_vgg_trains_under_torchrun_from_exp_run(repo):
         assert {"accuracy", "macro_f1"} <= set(load(repo, "eval"))
     finally:
         restore(repo)
+
+
+def test_a_single_domain_run_skips_shift_evaluation_and_adaptation(repo):
+    before = load(repo, "eval")
+    try:
+        exp_run(repo, "single-domain", "shift.source=none")
+        assert load(repo, "shift") == load(repo, "adapt") == NO_SHIFT
+        assert load(repo, "data")["images"]["shift"] == 0
+        assert load(repo, "eval") == before and (repo / "models" / "adapted.pt").exists()
+    finally:
+        restore(repo)
+
+
+def test_a_lab_style_shift_folder_with_renamed_classes_and_a_subset(repo, tmp_path):
+    """The shift domain as lab sets come: greyscale 48 px, `sadness` for `sad`, a class to leave out
+    (pain), and only four of the six main classes; the head alone adapts to it."""
+    lab = tmp_path / "lab"
+    synthetic.generate(lab, {c: 14 for c in ("sad", "happy", "anger", "fear", "pain")}, domain="shift", size=64, progress=False)
+    (lab / "sad").rename(lab / "sadness")
+    try:
+        exp_run(repo, "lab", "shift.source=folder", f"shift.folder={lab}", "++shift.class_map={sadness:sad}",
+                "shift.classes=[sad,happy,anger,fear]", "shift.render.greyscale=true", "shift.render.size=48", "adapt.method=head")
+        shift, adapt, data = load(repo, "shift"), load(repo, "adapt"), load(repo, "data")
+        assert shift["classes"] == adapt["classes"] == data["shift_classes"] == ["anger", "fear", "happy", "sad"]
+        assert shift["plain"]["per_class"]["pain"]["support"] == 0
+        assert data["rejected"]["shift"]["class-not-selected"] == 14
+        assert adapt["method"] == "head" and adapt["shots_used"] == {c: 5 for c in ("anger", "fear", "happy", "sad")}
+    finally:
+        restore(repo)
+
+
+def test_a_hub_checkpoint_zero_shot_and_fine_tuned_through_the_stages(repo, tmp_path):
+    """model: hub from a temporary Hugging Face cache (no network): train.epochs 0 evaluates it as it
+    comes (classes it never learnt are never predicted), one epoch fine-tunes it."""
+    pytest.importorskip("transformers", reason="the optional extra: pip install -e '.[hub]'")
+    env = tool_env(repo) | {"HF_HUB_CACHE": str(make_cache(tmp_path / "hf")), "HF_HUB_OFFLINE": "1"}
+    results = {}
+    for epochs, zero_shot in ((0, True), (1, False)):
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params |= {"model": "hub", "model_args": {"repo_id": REPO_ID, "zero_shot": zero_shot}}
+        params["train"]["epochs"] = epochs
+        run = tmp_path / f"epochs{epochs}"
+        (run / "metrics").mkdir(parents=True)
+        (run / "params.yaml").write_text(yaml.safe_dump(params))
+        given = ["--params", str(run / "params.yaml"), "--plots", str(run / "plots")]
+        for script, args in (("train", ["--model-out", str(run / "m.pt"), "--metrics", str(run / "metrics/train.json"), "--no-progress"]),
+                             ("evaluate", ["--model", str(run / "m.pt"), "--metrics", str(run / "metrics/eval.json")])):
+            done = subprocess.run([sys.executable, f"stages/{script}.py", *given, *args], cwd=repo, env=env, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        results[epochs] = {n: json.loads((run / "metrics" / f"{n}.json").read_text()) for n in ("train", "eval")}
+    zero, tuned = results[0], results[1]
+    assert zero["train"]["epochs_run"] == 0 and zero["train"]["best_epoch"] == 0
+    assert all(zero["eval"]["per_class"][c]["recall"] == 0 for c in ("disgust", "fear", "pain"))  # not among the hub labels
+    assert tuned["train"]["epochs_run"] == 1 and 0 <= tuned["eval"]["macro_f1"] <= 1
 
 
 def single_run_reference(repo: Path) -> dict:

@@ -228,3 +228,47 @@ def test_predict_with_real_mtcnn(tmp_path, photos):
     pytest.importorskip("facenet_pytorch")
     frame = predict_files(files(photos, "face.png", "plain.bmp"), mtcnn_checkpoint(tmp_path / "m.pt", True))
     assert frame["face_found"].tolist() == [True, False] and frame["label"].isin(CLASSES).all()
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    """2.5 s at 10 fps, 200×150: Grace Hopper's face moving right for 2 s, then 5 empty frames."""
+    import cv2
+
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as img:
+        face = np.asarray(img.convert("RGB").resize((120, 150)))[..., ::-1]  # BGR
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (200, 150))
+    for i in range(25):
+        frame = np.full((150, 200, 3), 90, np.uint8)
+        if i < 20:
+            frame[:, 2 * i : 2 * i + 120] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def test_a_video_gets_an_annotated_copy_and_emotions_per_second(model_path, video, tmp_path):
+    import cv2
+
+    out, csv = tmp_path / "annotated.mp4", tmp_path / "seconds.csv"
+    done = runner.invoke(app, [str(video), "--model", str(model_path), "--video-out", str(out), "--csv", str(csv),
+                               "--json", str(tmp_path / "s.json"), "--every", "2"])
+    assert done.exit_code == 0, done.output
+    written = cv2.VideoCapture(str(out))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 25 and written.read()[1].shape == (150, 200, 3)
+    seconds = pd.read_csv(csv)
+    assert seconds["second"].tolist() == [0, 1, 2] and seconds["frames"].tolist() == [5, 5, 3]  # every 2nd of 10 fps
+    assert seconds.loc[0, "faces"] >= 4 and seconds.loc[2, "faces"] == 0  # the face, then empty frames
+    probs = seconds[[f"p_{c}" for c in CLASSES]].to_numpy()
+    assert np.allclose(probs.sum(1), 1, atol=1e-3) and set(seconds["label"]) <= set(CLASSES)
+    assert json.loads((tmp_path / "s.json").read_text())[0]["second"] == 0
+
+
+def test_video_defaults_write_beside_it_and_a_missing_camera_is_one_line(model_path, video, tmp_path):
+    done = runner.invoke(app, [str(video), "--model", str(model_path), "--max-seconds", "1", "--no-faces"])
+    assert done.exit_code == 0, done.output
+    assert video.with_name("clip.annotated.mp4").stat().st_size > 0
+    assert pd.read_csv(video.with_name("clip.emotions.csv"))["faces"].tolist() == [0]
+    done = runner.invoke(app, ["--camera", "97", "--model", str(model_path)])
+    assert done.exit_code == 2 and "camera 97 cannot be opened" in done.output and done.output.strip().count("\n") == 0

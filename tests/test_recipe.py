@@ -37,7 +37,7 @@ def test_a_recipe_sets_its_params_and_keeps_the_rest(workdir):
 
 def test_an_invalid_result_leaves_params_untouched(workdir):
     before = (workdir / "params.yaml").read_text()
-    (workdir / "recipes" / "bad.yaml").write_text("train: {epochs: 0}\n")
+    (workdir / "recipes" / "bad.yaml").write_text("train: {epochs: -1}\n")
     done = apply("bad")
     assert done.exit_code != 0 and "train.epochs" in str(done.exception)
     assert (workdir / "params.yaml").read_text() == before

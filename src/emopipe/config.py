@@ -19,11 +19,22 @@ import yaml
 
 from emopipe.errors import ParamError
 
-SOURCES = ("synthetic", "kaggle", "folder")
+SOURCES = ("synthetic", "kaggle", "folder", "none")  # none: no images (shift only: skip shift evaluation and adaptation)
+TTA_POLICIES = ("none", "flip", "multiscale")
+ADAPT_METHODS = ("finetune", "head", "bn", "replay")  # engine.adapt.METHODS (config imports no engine code)
 NORMALIZATIONS = ("fixed", "per_image")
 OVERSAMPLE_METHODS = ("none", "balance", "targeted")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 (no dot) as a string
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    """Re-render a source's photos, e.g. the way lab sets look (greyscale, tight crop, 48 px)."""
+
+    greyscale: bool = False
+    crop: float = 1.0  # keep this central fraction of each side (a tighter face crop)
+    size: int = 0  # resize to size×size; 0 keeps the size
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,11 @@ class SourceParams:
     synthetic_size: int = 160
     synthetic_severity: float = 1.0  # shift domain only: 0 = source style .. 1 = full shift
     label_noise: float = 0.03
+    class_map: dict[str, str] = field(default_factory=dict)  # source folder name -> class name, e.g. {sadness: sad}
+    classes: list[str] | None = None  # keep only these classes (after class_map); the rest are reported as rejects
+    part: list[float] = field(default_factory=lambda: [0.0, 1.0])  # the files whose person hashes into [lo, hi)
+    render: RenderParams = RenderParams()
+
 
 
 @dataclass(frozen=True)
@@ -60,6 +76,8 @@ class SplitParams:
     test: float = 0.15
     near_duplicate_distance: int = 4
     group_pattern: str | None = None  # regex over the file name; its first group names the person
+    shift_group_pattern: str | None = None  # the shift domain's (null: group_pattern)
+    unknown_shift_classes: str = "error"  # error | drop (reported in metrics/data.json)
 
 
 @dataclass(frozen=True)
@@ -109,16 +127,19 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvalParams:
     batch_size: int = 128
-    tta: bool = False  # test metrics as the mean over each image and its mirror
+    tta: str = "none"  # none | flip (mean over image and mirror) | multiscale (flip × tta_scales)
+    tta_scales: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8])  # multiscale: central zooms (fraction kept)
 
 
 @dataclass(frozen=True)
 class AdaptParams:
+    method: str = "finetune"  # finetune | head | bn | replay
     shots: int = 10
     epochs: int = 10
     lr: float = 3e-4
     batch_size: int = 32
     augment: str = "basic"
+    replay: float = 1.0  # replay: source train images per target shot, mixed into the adaptation set
 
 
 @dataclass(frozen=True)
@@ -168,6 +189,15 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
             raise ParamError(f"{name}.synthetic_counts must be positive, got {src.synthetic_counts}")
         _range(f"{name}.label_noise", src.label_noise, 0.0, 1.0)
         _range(f"{name}.synthetic_severity", src.synthetic_severity, 0.0, 1.0)
+        if len(src.part) != 2 or not 0.0 <= src.part[0] < src.part[1] <= 1.0:
+            raise ParamError(f"{name}.part={src.part!r} must be [lo, hi] with 0 <= lo < hi <= 1 (the share of the files this domain takes)")
+        if src.classes is not None and not src.classes:
+            raise ParamError(f"{name}.classes is empty; list the classes to keep, or null for all")
+        _range(f"{name}.render.crop", src.render.crop, 0.0, 1.0, low_open=True)
+        if src.render.size:
+            _range(f"{name}.render.size", src.render.size, 16, 2048)
+    if p.data.source == "none":
+        raise ParamError("data.source: none leaves the main domain without images; only shift.source may be none")
     _range("faces.margin", p.faces.margin, 0.0, 2.0)
     _range("faces.size", p.faces.size, 16, 2048)
     _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))
@@ -180,13 +210,9 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     if not math.isclose(s.train + s.val + s.test, 1.0, abs_tol=1e-6):
         raise ParamError(f"split.train + split.val + split.test = {s.train + s.val + s.test:g}; they must sum to 1")
     _range("split.near_duplicate_distance", s.near_duplicate_distance, 0, 32)
-    if s.group_pattern is not None:
-        try:
-            groups = re.compile(s.group_pattern).groups
-        except re.error as err:
-            raise ParamError(f"split.group_pattern={s.group_pattern!r} is not a regular expression: {err}") from None
-        if groups < 1:
-            raise ParamError(f"split.group_pattern={s.group_pattern!r} needs a capture group for the person, e.g. '^(.+)_\\d+\\.\\w+$'")
+    for key in ("group_pattern", "shift_group_pattern"):
+        _check_group_pattern(f"split.{key}", getattr(s, key))
+    _choice("split.unknown_shift_classes", s.unknown_shift_classes, ("error", "drop"))
     _choice("oversample.method", p.oversample.method, OVERSAMPLE_METHODS)
     if p.oversample.method == "targeted" and not p.oversample.targets:
         raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")
@@ -194,7 +220,7 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     _choice("input.channels", p.input.channels, (1, 3))
     _choice("input.normalization", p.input.normalization, NORMALIZATIONS)
     t = p.train
-    _range("train.epochs", t.epochs, 1, 10_000)
+    _range("train.epochs", t.epochs, 0, 10_000)  # 0: no training, the model as built (zero-shot evaluation)
     _range("train.batch_size", t.batch_size, 1, 65_536)
     _range("train.lr", t.lr, 0.0, 10.0, low_open=True)
     _range("train.label_smoothing", t.label_smoothing, 0.0, 0.99)
@@ -212,11 +238,29 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     if t.processes > 1 and t.folds > 1:
         raise ParamError("train.folds > 1 runs in one process; set train.processes: 1 for cross-validation")
     _range("eval.batch_size", p.eval.batch_size, 1, 65_536)
+    _choice("eval.tta", p.eval.tta, TTA_POLICIES)
+    if not p.eval.tta_scales:
+        raise ParamError("eval.tta_scales is empty; give the central fractions to zoom to, e.g. [1.0, 0.9, 0.8]")
+    for i, scale in enumerate(p.eval.tta_scales):
+        _range(f"eval.tta_scales[{i}]", scale, 0.0, 1.0, low_open=True)
     a = p.adapt
+    _choice("adapt.method", a.method, ADAPT_METHODS)
+    _range("adapt.replay", a.replay, 0.0, 1000.0)
     _range("adapt.shots", a.shots, 1, 100_000)
     _range("adapt.epochs", a.epochs, 0, 10_000)  # 0: no adaptation (the before/after baseline)
     _range("adapt.lr", a.lr, 0.0, 10.0, low_open=True)
     _range("adapt.batch_size", a.batch_size, 1, 65_536)
+
+
+def _check_group_pattern(name: str, pattern: str | None) -> None:
+    if pattern is None:
+        return
+    try:
+        groups = re.compile(pattern).groups
+    except re.error as err:
+        raise ParamError(f"{name}={pattern!r} is not a regular expression: {err}") from None
+    if groups < 1:
+        raise ParamError(f"{name}={pattern!r} needs a capture group for the person, e.g. '^(.+)_\\d+\\.\\w+$'")
 
 
 def _choice(name: str, value: object, allowed: tuple) -> None:
@@ -273,6 +317,10 @@ def _coerce(name: str, hint: object, value: object):
         if not isinstance(value, dict):
             raise ParamError(f"{name} must be a mapping, got {value!r}")
         return {str(k): _coerce(f"{name}.{k}", args[1], v) for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ParamError(f"{name} must be a list, got {value!r}")
+        return [_coerce(f"{name}[{i}]", args[0], v) for i, v in enumerate(value)]
     if hint is bool:
         if not isinstance(value, bool):
             raise ParamError(f"{name} must be true or false, got {value!r}")

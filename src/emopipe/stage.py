@@ -21,9 +21,19 @@ CHOICES = {"model": MODELS, "train.loss": LOSSES, "train.scheduler": SCHEDULERS,
            "train.augment": POLICIES, "adapt.augment": POLICIES, "faces.detector": DETECTORS}
 
 
+# The metrics shift_eval and adapt write for a single-domain run (`shift.source: none`).
+NO_SHIFT = {"skipped": "shift.source is none: no second domain to evaluate or adapt to"}
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     """params.yaml, validated: types, ranges, and registry names (before any work starts)."""
     return config.load_params(path, CHOICES)
+
+
+def group_pattern(domain: str, main: str | None, shift: str | None) -> str | None:
+    """The file-name pattern naming a domain's persons (`main` or `shift`), from split.group_pattern
+    and split.shift_group_pattern (null: the main domain's)."""
+    return main if domain == "main" else (shift or main)
 
 
 def open_model(checkpoint: Path, precision: str) -> tuple[Runtime, nn.Module, dict]:

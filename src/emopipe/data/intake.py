@@ -14,6 +14,8 @@ manifest or in the rejects table with a reason ``"<code>: <detail>"``. Codes:
     truncated            file ends before the image data does
     decompression-bomb   header claims more pixels than ``MAX_PIXELS`` (larger than any camera)
     unsupported          valid file using a feature/mode we cannot decode
+    other-part           outside the domain's ``part`` of a shared folder (set by ``sources``)
+    class-not-selected   class left out by the domain's ``classes`` (set by ``sources``)
 
 Only JPEG/PNG/WebP/BMP/GIF decoders are used, whatever the suffix says: this keeps
 PIL away from exotic plugins (e.g. EPS would shell out to Ghostscript). Large photos
@@ -29,7 +31,7 @@ import os
 import re
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +135,15 @@ def ingest_folder(
     max_side: int = 1024,
     max_pixels: int = MAX_PIXELS,
     progress: bool = True,
+    exclude: Callable[[str], str | None] | None = None,
+    render: Callable[[Image.Image], Image.Image] | None = None,
 ) -> IntakeResult:
     """Normalise every image under ``src/<class>/**`` into ``out_dir/<class>/<slug>-<sha8>.jpg``.
 
     ``out_dir`` must be missing or empty, so no stale images survive from an older run.
     Exact duplicates are kept (the split stage groups them); output is deterministic.
+    ``exclude(source)`` may give a reject reason from the relative path alone (e.g. another domain's
+    part of the folder); ``render`` re-renders each decoded image before it is hashed and saved.
     """
     src, out_dir = Path(src), Path(out_dir)
     classes = _class_folders(src)
@@ -148,7 +154,7 @@ def ingest_folder(
     candidates: list[tuple[Path, str, str]] = []  # (file, source, label)
     for file in _walk(src):
         source = file.relative_to(src).as_posix()
-        reason = _early_reject_reason(file, source)
+        reason = _early_reject_reason(file, source) or (exclude(source) if exclude else None)
         if reason:
             rejects.append((source, reason))
         else:
@@ -163,6 +169,7 @@ def ingest_folder(
         except ImageRejected as e:
             rejects.append((source, e.reason))
             continue
+        img = render(img) if render else img
         sha256 = _pixel_sha256(img)
         img.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
         rel = unique_name(label, f"{_slug(file.stem)}-{sha256[:8]}", taken)  # numbered if a.png + a.bmp share pixels

@@ -38,7 +38,7 @@ def data_report(main: pd.DataFrame, shift: pd.DataFrame, rejects: dict[str, pd.D
     if "face_found" in main.columns:
         report["faces"] = {
             "dropped": {d: len(f) for d, f in drops.items()},
-            "detection_rate": {d: round(float(f["face_found"].mean()), 4) for d, f in (("main", main), ("shift", shift))},
+            "detection_rate": {d: round(float(f["face_found"].mean()), 4) for d, f in (("main", main), ("shift", shift)) if len(f)},
             "detection_rate_per_split": detection_table(main),
             "shift_detection_rate_per_split": detection_table(shift),
         }

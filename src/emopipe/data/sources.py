@@ -1,16 +1,23 @@
-"""Where a domain's images come from: generated faces, the Kaggle set, or a local folder.
+"""Where a domain's images come from: generated faces, the Kaggle set, a local folder, or none.
 
 Every source ends in the same intake (`ingest_folder`), so generated and real photos take
-one code path from here on.
+one code path from here on. On the way a source can be cut (`part`: two domains from one
+folder, never sharing a person), re-rendered (`render`: e.g. greyscale 48 px tight crops, the
+way lab sets look), and have its classes renamed (`class_map`) or narrowed (`classes`).
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+import pandas as pd
+from PIL import Image
+
+from emopipe.config import RenderParams, SourceParams
 from emopipe.data import kaggle, synthetic
-from emopipe.data.intake import IntakeResult, ingest_folder
-from emopipe.config import SourceParams
+from emopipe.data.intake import MANIFEST_COLUMNS, REJECT_COLUMNS, IntakeResult, ingest_folder
 from emopipe.errors import ParamError
 
 
@@ -32,8 +39,66 @@ def source_folder(src: SourceParams, section: str, staging: Path, seed: int, pro
     return folder
 
 
-def fetch(src: SourceParams, section: str, out_dir: Path, seed: int, progress: bool = True) -> IntakeResult:
-    """Bring one domain's images into `out_dir` (normalised JPEGs) and return manifest + rejects."""
+def part_position(name: str, pattern: str | None) -> float:
+    """Where a file falls in [0, 1): a hash of its person (`pattern`'s first group) or, without a
+    match, of its name. Stable across machines and runs, so disjoint parts never share a person."""
+    match = re.search(pattern, name) if pattern else None
+    key = match.group(1) if match else name
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+
+
+def renderer(r: RenderParams):
+    """The image transform `r` asks for, or None when it changes nothing."""
+    if not r.greyscale and r.crop == 1.0 and not r.size:
+        return None
+
+    def render(img: Image.Image) -> Image.Image:
+        if r.crop < 1.0:
+            w, h = img.size
+            cw, ch = max(1, round(w * r.crop)), max(1, round(h * r.crop))
+            left, top = (w - cw) // 2, (h - ch) // 2
+            img = img.crop((left, top, left + cw, top + ch))
+        if r.size:
+            img = img.resize((r.size, r.size), Image.Resampling.LANCZOS)
+        return img.convert("L").convert("RGB") if r.greyscale else img
+
+    return render
+
+
+def select_classes(result: IntakeResult, src: SourceParams, section: str, images: Path) -> IntakeResult:
+    """Rename classes by `class_map` and keep `classes`; left-out images become rejects (files removed)."""
+    found = sorted(result.manifest["label"].unique())
+    if stray := sorted(set(src.class_map) - set(found)):
+        raise ParamError(f"{section}.class_map renames {stray}, which the source does not have (its classes: {', '.join(found)})")
+    manifest = result.manifest.assign(label=result.manifest["label"].map(lambda c: src.class_map.get(c, c)))
+    if src.classes is None:
+        return IntakeResult(manifest, result.rejects)
+    if missing := sorted(set(src.classes) - set(manifest["label"])):
+        raise ParamError(f"{section}.classes names {missing}, not in the source (its classes after {section}.class_map: "
+                         f"{', '.join(sorted(manifest['label'].unique()))})")
+    left_out = manifest[~manifest["label"].isin(src.classes)]
+    for rel in left_out["path"]:
+        (images / rel).unlink()
+    rejects = pd.DataFrame({"source": left_out["source"], "reason": [f"class-not-selected: '{c}' is not in {section}.classes" for c in left_out["label"]]})
+    rejects = pd.concat([result.rejects, rejects], ignore_index=True).sort_values("source", ignore_index=True)
+    return IntakeResult(manifest[manifest["label"].isin(src.classes)].reset_index(drop=True), rejects)
+
+
+def fetch(src: SourceParams, section: str, out_dir: Path, seed: int, progress: bool = True,
+          group_pattern: str | None = None) -> IntakeResult:
+    """Bring one domain's images into `out_dir` (normalised JPEGs) and return manifest + rejects.
+
+    `group_pattern` names the person in a file name, so that `part` cuts between people."""
+    if src.source == "none":
+        return IntakeResult(pd.DataFrame(columns=MANIFEST_COLUMNS), pd.DataFrame(columns=REJECT_COLUMNS))
+    lo, hi = src.part
+
+    def outside_part(source: str) -> str | None:
+        position = part_position(PurePosixPath(source).name, group_pattern)
+        return None if lo <= position < hi else f"other-part: outside {section}.part [{lo:g}, {hi:g})"
+
     with tempfile.TemporaryDirectory(prefix="emopipe-") as staging:
         root = source_folder(src, section, Path(staging), seed, progress)
-        return ingest_folder(root, out_dir, progress=progress)
+        result = ingest_folder(root, out_dir, progress=progress, exclude=outside_part if (lo, hi) != (0.0, 1.0) else None,
+                               render=renderer(src.render))
+    return select_classes(result, src, section, out_dir)

@@ -72,6 +72,21 @@ def take_shots(labels: pd.Series, groups: np.ndarray, shots: int, seed: int) -> 
     return np.where(frame["group"].isin(adapt_groups), "adapt", "eval").astype(object)
 
 
+def shift_classes(shift: pd.DataFrame, main_classes: set[str], unknown: str) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The shift domain restricted to classes the main domain knows: (rows kept, {dropped class: images}).
+
+    A shift domain may hold a subset of the main classes; a class the model cannot predict is an
+    error, or with `unknown == "drop"` its images are left out and counted.
+    """
+    stray = shift[~shift["label"].isin(main_classes)]
+    counts = {str(c): int(n) for c, n in stray["label"].value_counts().sort_index().items()}
+    if counts and unknown == "error":
+        raise ParamError(f"shift domain class(es) {sorted(counts)} are not in the main domain ({', '.join(sorted(main_classes))}): "
+                         "rename them with shift.class_map (e.g. {sadness: sad}), leave them out with shift.classes, "
+                         "or set split.unknown_shift_classes: drop")
+    return shift[shift["label"].isin(main_classes)].reset_index(drop=True), counts
+
+
 def count_table(frame: pd.DataFrame, by: str = "split") -> dict[str, dict[str, int]]:
     """{split: {class: count}} with every class present in every split (zeros included)."""
     classes = sorted(frame["label"].unique())

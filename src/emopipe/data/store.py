@@ -31,6 +31,13 @@ class TensorSet:
         return TensorSet(self.images[index], self.labels[index], self.classes, [self.paths[i] for i in index.tolist()])
 
 
+def concat(a: TensorSet, b: TensorSet) -> TensorSet:
+    """`a` then `b` (same classes) as one set."""
+    if a.classes != b.classes:
+        raise ValueError(f"cannot join sets with different classes: {a.classes} vs {b.classes}")
+    return TensorSet(torch.cat([a.images, b.images]), torch.cat([a.labels, b.labels]), a.classes, a.paths + b.paths)
+
+
 def square_resize(image: Image.Image, size: int) -> Image.Image:
     """Centre-crop to a square, then resize: faces are centred, and aspect is kept."""
     w, h = image.size

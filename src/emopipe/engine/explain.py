@@ -94,13 +94,27 @@ def first_of_each_class(data: TensorSet) -> tuple[torch.Tensor, list[str]]:
     return data.images[index], [data.classes[k] for k in present]
 
 
+def first_tensor(output) -> torch.Tensor:
+    """A block's output tensor (transformer layers may return a tuple whose first item it is)."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+def as_grid(x: torch.Tensor) -> torch.Tensor:
+    """A feature block's output as maps B×C×H×W: a transformer block's tokens B×N×D become the
+    patch grid (the class token and any other leading extras, beyond the largest square, dropped)."""
+    if x.dim() == 4:
+        return x
+    side = math.isqrt(x.shape[1])
+    return x[:, x.shape[1] - side * side :].transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+
+
 @torch.no_grad()
 def block_outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The output of each feature block for batch `x` (forward hooks, removed before returning)."""
     outputs: list[torch.Tensor] = []
     # clone: a later in-place op (e.g. ReLU(inplace=True)) must not change what we keep
     blocks = described(model, "feature_blocks").feature_blocks()
-    handles = [b.register_forward_hook(lambda _m, _in, out: outputs.append(out.detach().clone())) for b in blocks]
+    handles = [b.register_forward_hook(lambda _m, _in, out: outputs.append(as_grid(first_tensor(out)).detach().clone())) for b in blocks]
     try:
         with _evaluating(model):
             model(x.to(_device(model)))
@@ -150,8 +164,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target_class: int) -> np.ndarray
     caught: dict[str, torch.Tensor] = {}
 
     def catch(_module, _inputs, output):
-        caught["activation"] = output
-        return output.clone()  # downstream in-place ops change the clone, not the tensor we differentiate
+        caught["activation"] = first_tensor(output)
+        clone = caught["activation"].clone()  # downstream in-place ops change the clone, not the tensor we differentiate
+        return (clone, *output[1:]) if isinstance(output, tuple) else clone
 
     handle = described(model, "feature_blocks").feature_blocks()[-1].register_forward_hook(catch)
     try:
@@ -160,8 +175,8 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target_class: int) -> np.ndarray
             (grads,) = torch.autograd.grad(score, caught["activation"], allow_unused=True)
     finally:
         handle.remove()
-    activation = caught["activation"].detach()[0].float()
-    grads = torch.zeros_like(activation) if grads is None else grads[0].float()
+    activation = as_grid(caught["activation"].detach())[0].float()
+    grads = torch.zeros_like(activation) if grads is None else as_grid(grads)[0].float()
     weights = grads.mean(dim=(1, 2))
     cam = torch.relu((weights[:, None, None] * activation).sum(dim=0))
     cam = F.interpolate(cam[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[0, 0]

@@ -102,6 +102,12 @@ class Unfreezer:
         for i, group in enumerate(self.groups):
             group.requires_grad_(i < n)
 
+    def hold_frozen(self, epoch: int) -> None:
+        """Frozen blocks run in inference mode, as Keras runs them: their batch-norm statistics stay
+        the pretrained ones instead of drifting toward the few images they never learn from."""
+        for group in self.groups[self.trainable(epoch):]:
+            group.eval()
+
 
 def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime,
         progress: bool = True, dist: Distributed | None = None,
@@ -123,7 +129,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
     params = unfreezer.param_groups(cfg.lr, cfg.backbone_lr) if unfreezer else model.parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(train) // cfg.batch_size)
-    schedule = make_schedule(cfg.scheduler, optimizer, cfg.epochs, steps_per_epoch)
+    schedule = make_schedule(cfg.scheduler if cfg.epochs else "none", optimizer, cfg.epochs, steps_per_epoch)
     loss_fn = LOSSES[cfg.loss]
     weight = loss_weights(train.labels, n_classes, cfg)
     weight = weight.to(runtime.device) if weight is not None else None
@@ -139,6 +145,8 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             unfreezer.apply(epoch)
             net = dist.wrap(model)  # DDP must see the new set of trainable parameters
         net.train()
+        if unfreezer:
+            unfreezer.hold_frozen(epoch)
         order = epoch_order(train.labels, cfg.weighted_sampler, generator)
         loss_sum, preds, targets = 0.0, [], []
         for start in range(0, len(order), cfg.batch_size):
@@ -182,10 +190,12 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
         schedule.after_epoch(row.get("val_macro_f1", -row["train_loss"]))
         if cfg.early_stopping and best_state is not None and epoch - best_epoch >= cfg.early_stopping:
             break
+    if cfg.epochs == 0 and val is not None and len(val):  # no training: the model as built, validated once
+        history.append({"epoch": 0, "lr": 0.0, **_validate(model, val, spec, runtime)})
     if best_state is not None:
         model.load_state_dict(best_state)
     else:
-        best_epoch = len(history)
+        best_epoch = history[-1]["epoch"] if history else 0
     model.eval()
     return FitResult(model, history, best_epoch, round(time.perf_counter() - started, 2))
 

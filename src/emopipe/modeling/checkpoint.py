@@ -38,7 +38,7 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
         raise MissingFileError(f"checkpoint {path} not found: run `dvc repro` (or the train stage) first")
     ckpt = torch.load(path, map_location=device, weights_only=True)
     args = {k: v for k, v in ckpt["arch_args"].items() if k != "pretrained"}  # the state dict holds every weight
-    model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], **args)
+    model = build(ckpt["arch"], len(ckpt["classes"]), ckpt["input"]["channels"], ckpt["classes"], **args)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     return model, {k: v for k, v in ckpt.items() if k != "state_dict"}

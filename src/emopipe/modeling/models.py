@@ -6,6 +6,7 @@ keyword args from `model_args` in params.yaml, and return a model that describes
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -43,12 +44,14 @@ def register(name: str):
     return add
 
 
-def build(name: str, num_classes: int, in_channels: int = 3, **model_args) -> nn.Module:
-    """The registered model `name`; a bad `model_args` entry is a ParamError naming it."""
+def build(name: str, num_classes: int, in_channels: int = 3, classes: Sequence[str] | None = None, **model_args) -> nn.Module:
+    """The registered model `name`; a bad `model_args` entry is a ParamError naming it. A builder
+    with a `classes` parameter also gets the class names (to map a pretrained head by name)."""
     if name not in MODELS:
         raise KeyError(f"model={name!r} is not a registered model; choose one of: {', '.join(sorted(MODELS))}")
+    named = {"classes": list(classes) if classes is not None else None} if "classes" in inspect.signature(MODELS[name]).parameters else {}
     try:
-        return MODELS[name](num_classes=num_classes, in_channels=in_channels, **model_args)
+        return MODELS[name](num_classes=num_classes, in_channels=in_channels, **named, **model_args)
     except (TypeError, ValueError) as err:
         raise ParamError(f"model_args for model={name!r}: {err}") from err
 
@@ -245,6 +248,33 @@ def resnet50(num_classes: int, in_channels: int = 3, pretrained: bool = False) -
     from emopipe.modeling.resnets import resnet
 
     return resnet("resnet50", num_classes, in_channels, pretrained)
+
+
+@register("vit_small")
+def vit_small(num_classes: int, in_channels: int = 3, dropout: float = 0.1) -> nn.Module:
+    """A small ViT for 48–112 px faces: patch 8, width 192, 6 blocks of 3 heads (~2.7 M parameters)."""
+    from emopipe.modeling.vits import vit
+
+    return vit(num_classes, in_channels, "small", False, dropout)
+
+
+@register("vit_b_16")
+def vit_b_16(num_classes: int, in_channels: int = 3, pretrained: bool = False, dropout: float = 0.0) -> nn.Module:
+    """torchvision's ViT-B/16 layout (86 M parameters; input.size a multiple of 16), ImageNet weights with `pretrained`."""
+    from emopipe.modeling.vits import vit
+
+    return vit(num_classes, in_channels, "b_16", pretrained, dropout)
+
+
+@register("hub")
+def hub(num_classes: int, in_channels: int = 3, classes: list[str] | None = None, repo_id: str | None = None,
+        revision: str | None = None, zero_shot: bool = False, pretrained: bool = True) -> nn.Module:
+    """An image classifier from the local Hugging Face cache by `repo_id` (see modeling/hub.py)."""
+    if not repo_id:
+        raise ValueError("model: hub needs model_args.repo_id, a Hugging Face checkpoint, e.g. dima806/facial_emotions_image_detection")
+    from emopipe.modeling.hub import hub as from_hub
+
+    return from_hub(num_classes, in_channels, classes, repo_id, revision, zero_shot, pretrained)
 
 
 def same_max_pool(x: torch.Tensor, kernel_size: int = 3, stride: int = 2) -> torch.Tensor:

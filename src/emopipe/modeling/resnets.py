@@ -46,29 +46,35 @@ def cached_weights_path(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
-def resnet(arch: str, num_classes: int, in_channels: int, pretrained: bool) -> ResNet:
-    """A torchvision ResNet (our self-describing subclass) with a new `fc` for `num_classes`; ImageNet
-    weights from the local hub cache only.
+def cached_state_dict(weights: WeightsEnum, arch: str) -> dict[str, torch.Tensor]:
+    """`weights` from the local torch.hub cache only; a PretrainedWeightsError says where to put the file.
 
     The cache is checked first so that nothing tries the network (torch.hub loads a cached file
-    as is and only downloads, and verifies hashes, when it is missing). For grey input, conv1 is
+    as is and only downloads, and verifies hashes, when it is missing)."""
+    if not (path := cached_weights_path(weights)).exists():
+        raise PretrainedWeightsError(
+            f"pretrained {arch} weights not found: expected {path}; on a machine with internet run "
+            f"`python -c \"import torchvision; torchvision.models.{arch}(weights='{weights.name}')\"` "
+            f"and copy {path.name} from its ~/.cache/torch/hub/checkpoints into {path.parent} (or set TORCH_HOME)"
+        )
+    return weights.get_state_dict(progress=True, check_hash=True)
+
+
+def resnet(arch: str, num_classes: int, in_channels: int, pretrained: bool) -> ResNet:
+    """A torchvision ResNet (our self-describing subclass) with a new `fc` for `num_classes`; ImageNet
+    weights from the local hub cache only (`cached_state_dict`). For grey input, conv1 is
     replaced; its pretrained weights are the sum over the RGB channels, which gives a grey image
     the response the RGB filters give to that image copied into all three channels.
     """
     if in_channels not in (1, 3):
         raise ValueError(f"in_channels={in_channels}: {arch} takes 1 (grey) or 3 (RGB) channels")
     weights = RESNET_WEIGHTS[arch] if pretrained else None
-    if weights is not None and not (path := cached_weights_path(weights)).exists():
-        raise PretrainedWeightsError(
-            f"pretrained {arch} weights not found: expected {path}; on a machine with internet run "
-            f"`python -c \"import torchvision; torchvision.models.{arch}(weights='{weights.name}')\"` "
-            f"and copy {path.name} from its ~/.cache/torch/hub/checkpoints into {path.parent} (or set TORCH_HOME)"
-        )
+    state = cached_state_dict(weights, arch) if weights is not None else None
     # as torchvision.models.<arch>(weights=weights) builds it (same init, same loading), as our subclass
     block, layers = RESNET_LAYOUTS[arch]
     model = ResNet(block, layers)
-    if weights is not None:
-        model.load_state_dict(weights.get_state_dict(progress=True, check_hash=True))
+    if state is not None:
+        model.load_state_dict(state)
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     if in_channels == 1:
         rgb = model.conv1

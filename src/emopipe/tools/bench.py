@@ -179,7 +179,7 @@ def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) 
 
     def new_model() -> nn.Module:
         torch.manual_seed(p.seed)  # as the train stage: seeded, then built
-        return build(p.model, len(train.classes), p.input.channels, **p.model_args)
+        return build(p.model, len(train.classes), p.input.channels, train.classes, **p.model_args)
 
     model_only = model_only_rate(new_model(), runtime, cfg, len(train.classes), p.input.channels, p.input.size, warmup, repeats)
     e2e, seconds, trained = end_to_end_epoch(new_model, train, spec, cfg, runtime, warmup)

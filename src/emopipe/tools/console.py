@@ -9,6 +9,7 @@ import typer
 from emopipe.cli import run
 from emopipe.tools import (
     ablation,
+    adaptation,
     bench,
     gate,
     measure,
@@ -21,7 +22,7 @@ from emopipe.tools import (
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 COMMANDS = {"predict": predict, "recipe": recipe, "report": report, "ablation": ablation, "bench": bench,
-            "sandbox": sandbox, "measure": measure,
+            "sandbox": sandbox, "measure": measure, "adaptation": adaptation,
             "offline-plots": offline_plots}
 for name, module in COMMANDS.items():
     app.command(name, help=module.__doc__)(module.main)

@@ -2,6 +2,8 @@
 
     python -m emopipe.tools.predict photo.jpg --model models/model.pt
     python -m emopipe.tools.predict photos/ --model models/model.pt --csv predictions.csv --top 3
+    python -m emopipe.tools.predict clip.mp4 --every 5          # annotated video + per-second emotions
+    python -m emopipe.tools.predict --camera 0 --max-seconds 30 # a webcam
 
 Each photo is decoded like intake does, cropped to its largest face like the faces stage
 does (a centre crop when none is found) if the model was trained on face crops (the
@@ -31,6 +33,7 @@ from emopipe.errors import UserError
 from emopipe.io import atomic_path, write_csv
 from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.runtime import select_runtime
+from emopipe.tools.video import VIDEO_SUFFIXES, predict_video
 
 COLUMNS = ["file", "face_found", "face_box", "label", "probability", "error"]  # then one p_<class> per class
 _CHUNK = 256  # photos decoded at a time: bounds memory on large folders
@@ -150,15 +153,25 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 @app.command(help=__doc__)
 def main(
-    target: Path = typer.Argument(..., help="an image file, or a folder searched recursively for images"),
+    target: Path | None = typer.Argument(None, help="an image file, a folder searched recursively for images, or a video file"),
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint from the train or adapt stage"),
-    csv: Path | None = typer.Option(None, help="also write every prediction, with all class probabilities, as CSV"),
+    csv: Path | None = typer.Option(None, help="also write every prediction, with all class probabilities, as CSV "
+                                    "(video: the per-second summary; default <video>.emotions.csv)"),
     json_out: Path | None = typer.Option(None, "--json", help="the same as a JSON list of records"),
-    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="crop the largest face first (default: as the model was trained)"),
+    faces: bool | None = typer.Option(None, "--faces/--no-faces", help="crop the largest face first (default: as the model was trained; "
+                                      "video: detect every face unless --no-faces)"),
     top: int = typer.Option(3, min=1, help="number of most probable classes to show per photo"),
+    camera: int | None = typer.Option(None, help="read this camera (index, e.g. 0) instead of TARGET"),
+    video_out: Path | None = typer.Option(None, help="annotated video (default <video>.annotated.mp4, camera-N.annotated.mp4)"),
+    every: int = typer.Option(1, min=1, help="video: analyse every n-th frame (faster; the others show the latest labels)"),
+    max_seconds: float | None = typer.Option(None, min=0.1, help="video: stop after this many seconds (a camera: required to stop)"),
 ) -> None:
     if not model.is_file():
         raise _fail(f"model checkpoint {model} not found: train one (`dvc repro`) or pass --model", 2)
+    if camera is not None or (target is not None and target.suffix.lower() in VIDEO_SUFFIXES):
+        raise typer.Exit(_video(target, camera, model, csv, json_out, faces, video_out, every, max_seconds))
+    if target is None:
+        raise _fail("pass an image file, a folder of images, a video file or --camera N", 2)
     if not target.exists():
         raise _fail(f"{target} does not exist: pass an image file or a folder of images", 2)
     paths, skipped = find_images(target)
@@ -171,16 +184,39 @@ def main(
         raise _fail(str(err), 2) from None
     Console().print(_table(frame, top, target if target.is_dir() else None))
     typer.echo(f"faces: {frame.attrs['faces']}")
-    if csv:
-        write_csv(csv, frame)
-    if json_out:
-        with atomic_path(json_out) as tmp:
-            tmp.write_text(json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n")
+    _write(frame, csv, json_out)
     predicted = int((frame["error"] == "").sum())
     note = f"; skipped {skipped} non-image or hidden file(s)" if skipped else ""
     typer.echo(f"predicted {predicted} of {len(frame)} photo(s), {len(frame) - predicted} unreadable{note}")
     raise typer.Exit(0 if predicted else 1)
 
+
+def _write(frame: pd.DataFrame, csv: Path | None, json_out: Path | None) -> None:
+    if csv:
+        write_csv(csv, frame)
+    if json_out:
+        with atomic_path(json_out) as tmp:
+            tmp.write_text(json.dumps(json.loads(frame.to_json(orient="records")), indent=2) + "\n")
+
+
+def _video(target: Path | None, camera: int | None, model: Path, csv: Path | None, json_out: Path | None, faces: bool | None,
+           video_out: Path | None, every: int, max_seconds: float | None) -> int:
+    """A video file or a camera: annotated video and per-second emotions; the exit status."""
+    if camera is None and not target.is_file():
+        raise _fail(f"{target} does not exist: pass a video file", 2)
+    stem = Path(f"camera-{camera}") if camera is not None else target.with_suffix("")
+    video_out = video_out or stem.with_name(stem.name + ".annotated.mp4")
+    csv = csv or stem.with_name(stem.name + ".emotions.csv")
+    try:
+        detections, seconds = predict_video(camera if camera is not None else str(target), model, video_out, every=every,
+                                            faces=faces is not False, max_seconds=max_seconds)
+    except UserError as err:
+        raise _fail(str(err), 2) from None
+    _write(seconds, csv, json_out)
+    Console().print(seconds.to_string(index=False))
+    typer.echo(f"{detections['frame'].nunique()} frames analysed, {int(detections['face_found'].sum())} faces; "
+               f"annotated video {video_out}, per-second emotions {csv}")
+    return 0
 
 if __name__ == "__main__":
     app()
