@@ -166,12 +166,12 @@ def main(
     every: int = typer.Option(1, min=1, help="video: analyse every n-th frame (faster; the others show the latest labels)"),
     max_seconds: float | None = typer.Option(None, min=0.1, help="video: stop after this many seconds (a camera: required to stop)"),
 ) -> None:
+    if target is None and camera is None:
+        raise _fail("Missing argument 'TARGET': pass an image file, a folder of images, a video file or --camera N", 2)
     if not model.is_file():
         raise _fail(f"model checkpoint {model} not found: train one (`dvc repro`) or pass --model", 2)
-    if camera is not None or (target is not None and target.suffix.lower() in VIDEO_SUFFIXES):
+    if camera is not None or target.suffix.lower() in VIDEO_SUFFIXES:
         raise typer.Exit(_video(target, camera, model, csv, json_out, faces, video_out, every, max_seconds))
-    if target is None:
-        raise _fail("pass an image file, a folder of images, a video file or --camera N", 2)
     if not target.exists():
         raise _fail(f"{target} does not exist: pass an image file or a folder of images", 2)
     paths, skipped = find_images(target)
