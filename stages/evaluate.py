@@ -1,4 +1,8 @@
-"""Stage evaluate: test-split metrics (metrics/eval.json), confusion matrix as DVC plot data and PNG."""
+"""Stage evaluate: test-split metrics (metrics/eval.json), confusion matrix as DVC plot data and PNG.
+
+With `split.protocol: kfold` the reported figure is the mean ± std over the person-grouped folds:
+fold 0 is the trained model's test split, and a fresh model is trained for every other fold.
+"""
 from pathlib import Path
 
 import pandas as pd
@@ -6,10 +10,12 @@ import typer
 
 from emopipe.cli import run
 from emopipe.data import store
-from emopipe.engine.evaluate import confusion, evaluate
+from emopipe.engine.crossval import kfold_test, pool
+from emopipe.engine.evaluate import confusion, evaluate, predict_proba
+from emopipe.engine.fit import fit_config
 from emopipe.engine.plots import confusion_png
 from emopipe.io import write_csv, write_json
-from emopipe.stage import load_params, open_model
+from emopipe.stage import load_params, model_factory, open_model
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,20 +34,36 @@ def predictions_frame(data: store.TensorSet, probs) -> pd.DataFrame:
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint"),
-    data: Path = typer.Option(Path("data/packed/test.pt"), help="packed test split"),
+    data: Path = typer.Option(Path("data/packed"), help="pack stage output (test.pt; train.pt and val.pt for k-fold)"),
+    split: Path = typer.Option(Path("data/split"), help="split stage output (folds, for split.protocol: kfold)"),
     metrics: Path = typer.Option(Path("metrics/eval.json"), help="metrics file to write"),
     plots: Path = typer.Option(Path("plots/eval"), help="folder for predictions.csv and confusion.png"),
+    progress: bool = typer.Option(True, help="show progress bars (k-fold training)"),
 ) -> None:
     p = load_params(params)
     runtime, net, meta = open_model(model, p.train.precision)
-    test = store.load(data)
-    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data),
-                              scales=tuple(p.eval.tta_scales))
+    test = store.load(data / "test.pt")
+    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test.pt"),
+                             scales=tuple(p.eval.tta_scales))
+    if p.split.protocol == "kfold":
+        everything = pool(store.load(data / "train.pt"), store.load(data / "val.pt"), test)
+        frame = pd.concat([pd.read_csv(split / f"{n}.csv") for n in ("train", "val", "test")]).set_index("image").loc[everything.paths]
+
+        def predict(fold_model, part: store.TensorSet):
+            return predict_proba(fold_model, part.images, meta["input"], runtime, p.eval.batch_size, p.eval.tta, tuple(p.eval.tta_scales))
+
+        result, probs = kfold_test(model_factory(p.model, p.model_args, p.input.channels, test.classes), everything, frame,
+                                   p.split.train / (p.split.train + p.split.val), p.oversample.method, p.oversample.targets,
+                                   p.data_seed, p.seed, meta["input"], fit_config(p.train, p.seed, test.classes), runtime,
+                                   predict, fold0=probs, progress=progress)
+        test = everything
     write_json(metrics, result)
     write_csv(plots / "predictions.csv", predictions_frame(test, probs))
     matrix = confusion(test.labels.numpy(), probs.argmax(1), len(test.classes))
-    confusion_png(matrix, test.classes, plots / "confusion.png", f"{meta['arch']} on test: macro-F1 {result['macro_f1']:.3f}")
-    typer.echo(f"test: accuracy {result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}")
+    figure = f"{result['folds']}-fold macro-F1 {result['macro_f1']:.3f} ± {result['macro_f1_std']:.3f}" if "folds" in result \
+        else f"test: macro-F1 {result['macro_f1']:.3f}"
+    confusion_png(matrix, test.classes, plots / "confusion.png", f"{meta['arch']} on {figure}")
+    typer.echo(f"{figure}, accuracy {result['accuracy']:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from emopipe.engine.fit import fit, fit_config
 from emopipe.engine.plots import curves_png
 from emopipe.io import write_csv, write_json
 from emopipe.modeling.checkpoint import input_spec, save_checkpoint
-from emopipe.modeling.models import build, count_parameters
+from emopipe.modeling.models import count_parameters
 from emopipe.runtime import (
     Distributed,
     configure_threads,
@@ -28,7 +28,7 @@ from emopipe.runtime import (
     select_runtime,
     torchrun,
 )
-from emopipe.stage import load_params
+from emopipe.stage import load_params, model_factory
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -63,8 +63,7 @@ def main(
     spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
     cfg = fit_config(p.train, p.seed, train_set.classes)
 
-    def new_model():
-        return build(p.model, len(train_set.classes), p.input.channels, train_set.classes, **p.model_args)
+    new_model = model_factory(p.model, p.model_args, p.input.channels, train_set.classes)
 
     cv = None
     if p.train.folds > 1:

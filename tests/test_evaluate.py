@@ -32,7 +32,7 @@ def test_evaluate_stage_names_the_empty_file(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     done = CliRunner().invoke(module.app, ["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"),
-                                           "--data", str(tmp_path / "test.pt"), "--metrics", str(tmp_path / "eval.json"),
+                                           "--data", str(tmp_path), "--metrics", str(tmp_path / "eval.json"),
                                            "--plots", str(tmp_path / "plots")])
     assert isinstance(done.exception, EmptySetError) and isinstance(done.exception, UserError)  # run(): `error: ...`, exit 2
     assert f"{tmp_path / 'test.pt'} holds no images" in str(done.exception) and "\n" not in str(done.exception)

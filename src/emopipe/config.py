@@ -78,6 +78,10 @@ class SplitParams:
     group_pattern: str | None = None  # regex over the file name; its first group names the person
     shift_group_pattern: str | None = None  # the shift domain's (null: group_pattern)
     unknown_shift_classes: str = "error"  # error | drop (reported in metrics/data.json)
+    use_source_splits: bool | None = None  # a source with train/test folders: null = use them when found, true = require, false = pool
+    source_leaks: str = "drop"  # duplicates across the source's splits: drop their train/val copies | keep (reported either way)
+    protocol: str = "holdout"  # holdout | kfold (the test figure: mean ± std over person-grouped folds)
+    folds: int = 5  # folds of split.protocol: kfold
 
 
 @dataclass(frozen=True)
@@ -213,6 +217,12 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
     for key in ("group_pattern", "shift_group_pattern"):
         _check_group_pattern(f"split.{key}", getattr(s, key))
     _choice("split.unknown_shift_classes", s.unknown_shift_classes, ("error", "drop"))
+    _choice("split.source_leaks", s.source_leaks, ("drop", "keep"))
+    _choice("split.protocol", s.protocol, ("holdout", "kfold"))
+    _range("split.folds", s.folds, 2, 100)
+    if s.protocol == "kfold" and s.use_source_splits:
+        raise ParamError("split.protocol: kfold re-splits the whole source, split.use_source_splits: true keeps its test split; "
+                         "choose one (kfold with split.use_source_splits: false, or holdout)")
     _choice("oversample.method", p.oversample.method, OVERSAMPLE_METHODS)
     if p.oversample.method == "targeted" and not p.oversample.targets:
         raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")

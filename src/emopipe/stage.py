@@ -2,6 +2,8 @@
 every stage that runs a trained model (numerics, threads, device, checkpoint)."""
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -12,7 +14,7 @@ from emopipe.data.augment import POLICIES
 from emopipe.data.faces import DETECTORS
 from emopipe.modeling.checkpoint import load_checkpoint
 from emopipe.modeling.losses import LOSSES
-from emopipe.modeling.models import MODELS
+from emopipe.modeling.models import MODELS, build
 from emopipe.modeling.schedulers import SCHEDULERS
 from emopipe.runtime import Runtime, configure_threads, select_runtime
 
@@ -34,6 +36,11 @@ def group_pattern(domain: str, main: str | None, shift: str | None) -> str | Non
     """The file-name pattern naming a domain's persons (`main` or `shift`), from split.group_pattern
     and split.shift_group_pattern (null: the main domain's)."""
     return main if domain == "main" else (shift or main)
+
+
+def model_factory(name: str, args: dict, channels: int, classes: list[str]) -> Callable[[], nn.Module]:
+    """Builds fresh models of registry entry `name` (`model`, `model_args`) for `classes`."""
+    return functools.partial(build, name, len(classes), channels, classes, **args)
 
 
 def open_model(checkpoint: Path, precision: str) -> tuple[Runtime, nn.Module, dict]:

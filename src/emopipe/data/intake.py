@@ -4,7 +4,7 @@ Nothing is silently dropped: every file under ``src`` ends up either in the
 manifest or in the rejects table with a reason ``"<code>: <detail>"``. Codes:
 
     hidden               dot-files/folders, __MACOSX, Thumbs.db, desktop.ini
-    no-class-folder      file directly in ``src``
+    no-class-folder      file directly in ``src`` (or in a split folder, see below)
     not-a-file           symlinked folder (not followed), broken link, FIFO, ...
     not-an-image-suffix  suffix not in IMAGE_SUFFIXES
     empty                zero-byte file
@@ -16,6 +16,10 @@ manifest or in the rejects table with a reason ``"<code>: <detail>"``. Codes:
     unsupported          valid file using a feature/mode we cannot decode
     other-part           outside the domain's ``part`` of a shared folder (set by ``sources``)
     class-not-selected   class left out by the domain's ``classes`` (set by ``sources``)
+
+A source that ships its own splits (``src/train/<class>/``, ``src/test/<class>/``, optionally
+``val``/``validation``; any case: `source_splits`) is read through its split folders: the class is
+the folder inside, and the manifest gains a ``source_split`` column (train, val or test).
 
 Only JPEG/PNG/WebP/BMP/GIF decoders are used, whatever the suffix says: this keeps
 PIL away from exotic plugins (e.g. EPS would shell out to Ghostscript). Large photos
@@ -47,6 +51,9 @@ from emopipe.errors import IntakeError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".jfif", ".bmp", ".gif"})
 MANIFEST_COLUMNS = ["path", "label", "source", "sha256", "phash", "width", "height"]
 REJECT_COLUMNS = ["source", "reason"]
+# Folder names of a source's own splits (compared lower-case) -> the split they hold.
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
 
 _HIDDEN_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
 _DECODERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # JPEG also yields multi-picture MPO
@@ -146,7 +153,9 @@ def ingest_folder(
     part of the folder); ``render`` re-renders each decoded image before it is hashed and saved.
     """
     src, out_dir = Path(src), Path(out_dir)
-    classes = _class_folders(src)
+    splits = source_splits(src)
+    depth = 1 if splits else 0  # path components above the class folder
+    classes = sorted({c for folder in splits for c in _class_folders(src / folder)}) if splits else _class_folders(src)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise IntakeError(f"output folder {out_dir} is not empty; remove it or pick another one")
 
@@ -154,12 +163,12 @@ def ingest_folder(
     candidates: list[tuple[Path, str, str]] = []  # (file, source, label)
     for file in _walk(src):
         source = file.relative_to(src).as_posix()
-        reason = _early_reject_reason(file, source) or (exclude(source) if exclude else None)
+        reason = _early_reject_reason(file, source, depth) or (exclude(source) if exclude else None)
         if reason:
             rejects.append((source, reason))
         else:
-            candidates.append((file, source, source.split("/", 1)[0]))
-    _check_classes(src, classes, {label for _, _, label in candidates}, rejects)
+            candidates.append((file, source, source.split("/")[depth]))
+    _check_classes(src, classes, {label for _, _, label in candidates}, rejects, depth)
 
     rows = []
     taken: set[str] = set()
@@ -176,9 +185,11 @@ def ingest_folder(
         (out_dir / label).mkdir(parents=True, exist_ok=True)
         img.save(out_dir / rel, "JPEG", quality=_JPEG_QUALITY)
         rows.append((rel, label, source, sha256, str(imagehash.phash(img)), img.width, img.height))
-    _check_classes(src, classes, {row[1] for row in rows}, rejects)
+    _check_classes(src, classes, {row[1] for row in rows}, rejects, depth)
 
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS).sort_values("source", ignore_index=True)
+    if splits:
+        manifest["source_split"] = [splits[s.split("/", 1)[0]] for s in manifest["source"]]
     rejects_df = pd.DataFrame(rejects, columns=REJECT_COLUMNS).sort_values("source", ignore_index=True)
     return IntakeResult(manifest=manifest, rejects=rejects_df)
 
@@ -252,6 +263,20 @@ def _pixel_sha256(img: Image.Image) -> str:
     return digest.hexdigest()
 
 
+def source_splits(src: Path) -> dict[str, str]:
+    """{folder: split} when every visible folder in `src` names a split (`SPLIT_FOLDERS`, any case) and
+    train and test are among them (a source with its own splits, e.g. FER2013's); else {}."""
+    if not src.is_dir():
+        return {}
+    folders = [e.name for e in _scan(src) if e.is_dir(follow_symlinks=False) and not _is_hidden(e.name)]
+    splits = {f: SPLIT_FOLDERS.get(f.lower()) for f in folders}
+    if None in splits.values() or not {"train", "test"} <= set(splits.values()):
+        return {}
+    if len(set(splits.values())) < len(splits):
+        raise IntakeError(f"source folder {src} has two folders for one split ({', '.join(sorted(folders))}); keep one of each")
+    return splits
+
+
 def _class_folders(src: Path) -> list[str]:
     if not src.is_dir():
         raise IntakeError(f"source folder {src} does not exist or is not a folder")
@@ -282,8 +307,9 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in _HIDDEN_NAMES
 
 
-def _early_reject_reason(file: Path, source: str) -> str | None:
-    """Reason to reject ``file`` from its name and type alone, or None if it must be decoded."""
+def _early_reject_reason(file: Path, source: str, depth: int = 0) -> str | None:
+    """Reason to reject ``file`` from its name and type alone, or None if it must be decoded.
+    ``depth``: folders above the class folder (1 in a source with its own splits)."""
     *folders, name = source.split("/")
     hidden_folder = next((part for part in folders if _is_hidden(part)), None)
     if hidden_folder:
@@ -293,19 +319,19 @@ def _early_reject_reason(file: Path, source: str) -> str | None:
     if not file.is_file():
         kind = "link to a folder (not followed)" if file.is_dir() else "broken link or special file"
         return f"not-a-file: {kind}"
-    if not folders:
+    if len(folders) <= depth:
         return "no-class-folder: files must be inside a class sub-folder"
     if file.suffix.lower() not in IMAGE_SUFFIXES:
         return f"not-an-image-suffix: '{file.suffix}'" if file.suffix else "not-an-image-suffix: no suffix"
     return None
 
 
-def _check_classes(src: Path, classes: list[str], usable: set[str], rejects: list[tuple[str, str]]) -> None:
+def _check_classes(src: Path, classes: list[str], usable: set[str], rejects: list[tuple[str, str]], depth: int = 0) -> None:
     problems = []
     for label in classes:
         if label in usable:
             continue
-        own = sorted((s, r) for s, r in rejects if s.startswith(f"{label}/"))
+        own = sorted((s, r) for s, r in rejects if s.split("/")[depth:depth + 1] == [label] and s.count("/") > depth)
         examples = ", ".join(f"'{s}' {r.split(':', 1)[0]}" for s, r in own[:_REJECT_EXAMPLES])
         more = ", ..." if len(own) > _REJECT_EXAMPLES else ""
         detail = f"{len(own)} rejected: {examples}{more}" if own else "it contains no files"

@@ -3,8 +3,8 @@
     python -m emopipe.tools.measure real-photos --data ../shared/datasets/muxspace-dev --seeds 0 1 2 \\
         --grouped '^(.+)_\\d+\\.\\w+$' --out reports/real-photos.json
 
-A sandbox copy of this repository gets the recipe, the folder (as the main domain) and any `--set`
-merged into its params.yaml. The data stages run once (timed apart); then each seed runs
+A sandbox copy of this repository gets the recipe, the folder (as the main domain, with no shift
+domain) and any `--set` merged into its params.yaml. The data stages run once (timed apart); then each seed runs
 `dvc repro evaluate` (train + evaluate, timed). `--grouped PATTERN` repeats the seeds on the
 person-grouped split (`split.group_pattern`), so the figure for new people stands beside the
 stratified one. Minutes per run = data stages + one seed's train and evaluate, on this machine.
@@ -98,7 +98,7 @@ def main(
         raise typer.BadParameter(f"--data {data} is not a folder; give the class-per-folder photo tree")
     overrides = deep_merge(yaml.safe_load(recipe_file(recipe).read_text()) or {}, parse_sets(sets))
     overrides = deep_merge(overrides, {"data": {"source": "folder", "folder": str(data.resolve())},
-                                       "split": {"group_pattern": None}})
+                                       "shift": {"source": "none"}, "split": {"group_pattern": None}})
     shutil.rmtree(workdir, ignore_errors=True)
     repo = make_sandbox(workdir)
     params = yaml.safe_load((repo / "params.yaml").read_text())
