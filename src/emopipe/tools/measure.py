@@ -120,11 +120,12 @@ def main(
     minutes = result["data_stage_minutes"] + statistics.fmean(r["train_eval_minutes"] for r in result["runs"])
     result["minutes_per_run"] = round(minutes, 2)
     result["minutes_per_run_2cpu"] = round(minutes, 2) if available_cores() == 2 else None
+    write_json(out, result)  # now, and again with the grouped figures: a stopped run keeps what it measured
     if grouped:
         set_params(repo, {"split": {"group_pattern": grouped}})
         regroup = timed_repro(repo, "pack")
         result["person_grouped"] = {"group_pattern": grouped, **run_seeds(repo, seeds, regroup)}
-    write_json(out, result)
+        write_json(out, result)
     typer.echo(f"{out}: macro-F1 {result['macro_f1_mean']:.4f} ± {result['macro_f1_std'] or 0:.4f} over seeds {seeds}, "
                f"{minutes:.1f} min per run")
 
