@@ -145,8 +145,7 @@ def run_recipe(tmp_path: Path, recipe: str, folder: Path, **more) -> Path:
     repo = make_sandbox(tmp_path / "repo")
     sh(repo, "python", "-m", "emopipe.tools.recipe", recipe, "--data", str(folder))
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in (QUICK | more).items():
-        params[section] = params[section] | values if isinstance(values, dict) and section != "model_args" else values
+    merge(params, QUICK | more)  # as a recipe is applied: model_args replaced whole, other sections key by key
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh(repo, "dvc", "repro", "evaluate")
     return repo
