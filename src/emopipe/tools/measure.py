@@ -83,6 +83,20 @@ def run_seeds(repo: Path, seeds: list[int], data_seconds: float) -> dict:
     }
 
 
+def stratified_figures(out: Path, recipe: str, dataset: str, params: dict, seeds: list[int], grouped: str | None) -> dict:
+    """The measurement in `out` to resume from; a one-line error when it measured something else."""
+    if not grouped:
+        raise typer.BadParameter("--resume runs only the person-grouped split: give --grouped PATTERN")
+    if not out.is_file():
+        raise typer.BadParameter(f"--resume: {out} does not exist; run without --resume first")
+    kept = json.loads(out.read_text())
+    wanted = {"recipe": recipe, "dataset": dataset, "params": params, "seeds": seeds}
+    if differs := [key for key, value in wanted.items() if kept.get(key) != value]:
+        raise typer.BadParameter(f"--resume: {out} measured another {', '.join(differs)}; run without --resume "
+                                 "or give the same recipe, --data, --set and --seeds")
+    return kept
+
+
 @app.command()
 def main(
     recipe: str = typer.Argument(..., help="recipe name in recipes/ (e.g. real-photos) or a YAML file"),
@@ -92,6 +106,8 @@ def main(
     sets: list[str] = typer.Option(None, "--set", help="KEY=VALUE param override on top of the recipe (repeatable)"),
     workdir: Path = typer.Option(Path(".measure"), help="sandbox folder (replaced)"),
     out: Path = typer.Option(Path("reports/real-photos.json"), help="JSON written here (atomically)"),
+    resume: bool = typer.Option(False, help="keep the stratified figures already in --out (same recipe, data, "
+                                "overrides and seeds) and run only the person-grouped split"),
 ) -> None:
     """Run the recipe on the folder over the seeds and write the measurement."""
     if not data.is_dir():
@@ -99,6 +115,8 @@ def main(
     overrides = deep_merge(yaml.safe_load(recipe_file(recipe).read_text()) or {}, parse_sets(sets))
     overrides = deep_merge(overrides, {"data": {"source": "folder", "folder": str(data.resolve())},
                                        "shift": {"source": "none"}, "split": {"group_pattern": None}})
+    reported = overrides | {"data": {"source": "folder", "folder": data.name}}
+    kept = stratified_figures(out, recipe, data.resolve().name, reported, seeds, grouped) if resume else None
     shutil.rmtree(workdir, ignore_errors=True)
     repo = make_sandbox(workdir)
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -106,26 +124,32 @@ def main(
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     faces = params["faces"]
 
-    data_seconds = timed_repro(repo, "pack")
-    result = {
-        "dataset": data.resolve().name,
-        "recipe": recipe,
-        "params": overrides | {"data": {"source": "folder", "folder": data.name}},
-        "split": "stratified",
-        **run_seeds(repo, seeds, data_seconds),
-        "detector": faces["detector"] if faces["enabled"] else "none",
-        "detection_rate": (read(repo, "data").get("faces") or {}).get("detection_rate", {}).get("main"),
-        "machine": {"cpu": cpu_model(), "cores": available_cores()},
-    }
-    minutes = result["data_stage_minutes"] + statistics.fmean(r["train_eval_minutes"] for r in result["runs"])
-    result["minutes_per_run"] = round(minutes, 2)
-    result["minutes_per_run_2cpu"] = round(minutes, 2) if available_cores() == 2 else None
-    write_json(out, result)  # now, and again with the grouped figures: a stopped run keeps what it measured
+    if kept:
+        result = kept
+        typer.echo(f"--resume: stratified figures kept from {out}", err=True)
+    else:
+        data_seconds = timed_repro(repo, "pack")
+        result = {
+            "dataset": data.resolve().name,
+            "recipe": recipe,
+            "params": reported,
+            "split": "stratified",
+            **run_seeds(repo, seeds, data_seconds),
+            "detector": faces["detector"] if faces["enabled"] else "none",
+            "detection_rate": (read(repo, "data").get("faces") or {}).get("detection_rate", {}).get("main"),
+            "machine": {"cpu": cpu_model(), "cores": available_cores()},
+        }
+        minutes = result["data_stage_minutes"] + statistics.fmean(r["train_eval_minutes"] for r in result["runs"])
+        result["minutes_per_run"] = round(minutes, 2)
+        result["minutes_per_run_2cpu"] = round(minutes, 2) if available_cores() == 2 else None
+        write_json(out, result)  # now, and again with the grouped figures: a stopped run keeps what it measured
     if grouped:
+        # Data stages: re-split and pack only, or (after --resume, in a fresh sandbox) every data stage.
         set_params(repo, {"split": {"group_pattern": grouped}})
         regroup = timed_repro(repo, "pack")
         result["person_grouped"] = {"group_pattern": grouped, **run_seeds(repo, seeds, regroup)}
         write_json(out, result)
+    minutes = result["minutes_per_run"]
     typer.echo(f"{out}: macro-F1 {result['macro_f1_mean']:.4f} ± {result['macro_f1_std'] or 0:.4f} over seeds {seeds}, "
                f"{minutes:.1f} min per run")
 
