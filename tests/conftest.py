@@ -1,8 +1,17 @@
+import os
+
 import pytest
 import torch
+from e2e import reproduced_sandbox
 
 import emopipe  # noqa: F401  (first: pins the CPU numerics before torch computes)
 from emopipe.data.store import TensorSet
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` (make test): one thread per worker, inherited by the stages the tests start,
+    # so N workers share N cores instead of each spinning on all of them.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def make_toy_set(n_per_class: int = 12, size: int = 32, seed: int = 0) -> TensorSet:
@@ -23,3 +32,9 @@ def make_toy_set(n_per_class: int = 12, size: int = 32, seed: int = 0) -> Tensor
 @pytest.fixture
 def toy_set():
     return make_toy_set
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A sandbox copy of this repo on the tiny config, reproduced once per module and committed."""
+    return reproduced_sandbox(tmp_path_factory.mktemp("e2e") / "repo")

@@ -1,50 +1,22 @@
-"""The real pipeline, end to end, on the tiny config: repro, no-op repro, an ablation, the gate."""
+"""The real pipeline, end to end, on the tiny config: repro, no-op repro, plots, ablations, models,
+training options and domains from `dvc exp run`. (The gate and reproducibility: test_gate_e2e.py.)"""
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from e2e import exp_run, load, restore
 from hub_cache import REPO_ID, make_cache
 
-from emopipe.data import store, synthetic
+from emopipe.data import synthetic
 from emopipe.stage import NO_SHIFT
-from emopipe.tools.gate import GATED, compare, markdown, read_metrics
-from emopipe.tools.sandbox import make_sandbox, sh, tool_env
+from emopipe.tools.sandbox import sh, tool_env
 
-TINY = Path(__file__).with_name("tiny_params.yaml")
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    """A sandbox copy of this repo on the tiny config, reproduced once and committed."""
-    root = make_sandbox(tmp_path_factory.mktemp("e2e") / "repo", TINY)
-    sh(root, "dvc", "repro")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
-    return root
-
-
-def exp_run(repo: Path, name: str, *overrides: str) -> None:
-    """`dvc exp run --name NAME -S ...`, keeping the workspace's results for the caller to read."""
-    sh(repo, "dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)])
-
-
-def restore(repo: Path) -> None:
-    """Back to the committed baseline (params and outputs), for the tests that follow."""
-    sh(repo, "git", "checkout", "-q", "--", ".")
-    sh(repo, "dvc", "checkout", "-q")
-
-
-def load(repo: Path, name: str) -> dict:
-    return json.loads((repo / "metrics" / f"{name}.json").read_text())
 
 
 def test_repro_writes_every_metric_and_plot(repo):
@@ -111,7 +83,7 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
 
 def test_ablation_is_compared_with_the_baseline(repo):
     try:
-        exp_run(repo, "wider", "+model_args.filters=[48,96,192,320]")  # `+`: a key the params do not have yet
+        exp_run(repo, "wider", "+model_args.filters=[48,96,192,320]", targets=("train",))  # `+`: a key the params do not have yet
         diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
         assert "metrics/train.json" in diff and "parameters" in diff["metrics/train.json"]
         assert diff["metrics/train.json"]["parameters"]["new"] > diff["metrics/train.json"]["parameters"]["old"]
@@ -127,7 +99,7 @@ def test_models_and_training_options_run_from_exp_run(repo):
     try:
         exp_run(repo, "options", "model=resnet18", "~model_args.batch_norm", "input.channels=1", "train.loss=focal",
                 "train.scheduler=cosine", "train.early_stopping=2", "train.grad_clip=1.0", "train.folds=2", "train.epochs=4",
-                "train.transfer.freeze_epochs=1", "train.transfer.unfreeze_every=1")
+                "train.transfer.freeze_epochs=1", "train.transfer.unfreeze_every=1", targets=("explain",))
         train = load(repo, "train")
         assert train["cv"]["folds"] == 2 and 0 <= train["cv"]["val_macro_f1"]["mean"] <= 1
         assert train["parameters"] > 11_000_000 and train["epochs_run"] <= 4
@@ -138,7 +110,8 @@ def test_models_and_training_options_run_from_exp_run(repo):
 
 def test_vgg_trains_under_torchrun_from_exp_run(repo):
     try:
-        exp_run(repo, "ddp", "model=vgg", "~model_args.batch_norm", "train.processes=2", "train.scheduler=onecycle", "train.epochs=2")
+        exp_run(repo, "ddp", "model=vgg", "~model_args.batch_norm", "train.processes=2", "train.scheduler=onecycle", "train.epochs=2",
+                targets=("evaluate",))
         train = load(repo, "train")
         assert train["processes"] == 2 and train["parameters"] > 4_000_000
         assert {"accuracy", "macro_f1"} <= set(load(repo, "eval"))
@@ -198,115 +171,3 @@ def test_a_hub_checkpoint_zero_shot_and_fine_tuned_through_the_stages(repo, tmp_
     assert zero["train"]["epochs_run"] == 0 and zero["train"]["best_epoch"] == 0
     assert all(zero["eval"]["per_class"][c]["recall"] == 0 for c in ("disgust", "fear", "pain"))  # not among the hub labels
     assert tuned["train"]["epochs_run"] == 1 and 0 <= tuned["eval"]["macro_f1"] <= 1
-
-
-def single_run_reference(repo: Path) -> dict:
-    """The committed gate reference, re-centred on this run (seed 0), with the gate's own tolerances:
-    the runs compared here are paired (same seed, one change), so they differ by less than two
-    independent draws would, and the regression must fail the very threshold the gate applies."""
-    committed = json.loads((REPO / ".ci" / "gate-reference.json").read_text())
-    baseline = read_metrics(repo / "metrics")
-    metrics = {k: {"values": [baseline[k]], "tolerance": m["tolerance"]} for k, m in committed["metrics"].items()}
-    return {"gate_seeds": 1, "metrics": metrics}
-
-
-def test_gate_passes_the_same_run_and_fails_broken_optimisation(repo):
-    reference = single_run_reference(repo)
-    ok, rows = compare(reference, read_metrics(repo / "metrics"))
-    assert ok and all(r["diff"] == 0 for r in rows)
-    try:
-        exp_run(repo, "broken-lr", "train.lr=1e-7")  # effectively untrained
-        ok, rows = compare(reference, read_metrics(repo / "metrics"))
-        assert not ok and "FAIL" in markdown(rows)
-    finally:
-        restore(repo)
-
-
-def test_gate_watches_every_metric_well_above_chance(repo):
-    """On the tiny config no gated metric sits at the floor, so each one can fall (chance macro-F1 1/6)."""
-    found = read_metrics(repo / "metrics")
-    assert set(found) == set(GATED)
-    assert all(found[k] >= 2 / 6 for k in GATED if GATED[k] > 0), found
-    assert load(repo, "adapt")["in_domain_after"]["macro_f1"] >= 2 / 6
-
-
-def test_gate_fails_when_adaptation_is_broken(repo):
-    """Broken adaptation: zero fine-tuning epochs leave the adapted model as it was."""
-    reference = single_run_reference(repo)
-    try:
-        exp_run(repo, "broken-adapt", "adapt.epochs=0")
-        ok, rows = compare(reference, read_metrics(repo / "metrics"))
-        failed = {r["metric"] for r in rows if r["verdict"].startswith("FAIL")}
-        assert not ok and failed == {"adapt.after.macro_f1"}, markdown(rows)
-    finally:
-        restore(repo)
-
-
-def test_gate_fails_when_train_labels_are_permuted(repo, tmp_path):
-    """Broken data: the real train and evaluate stages on a train split whose labels were shuffled."""
-    packed = tmp_path / "packed"
-    packed.mkdir()
-    shutil.copy(repo / "data/packed/val.pt", packed / "val.pt")
-    train = store.load(repo / "data/packed/train.pt")
-    shuffled = train.labels[torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))]
-    store.save(packed / "train.pt", store.TensorSet(train.images, shuffled, train.classes, train.paths))
-    sh(repo, sys.executable, "stages/train.py", "--data", str(packed), "--model-out", str(tmp_path / "m.pt"),
-       "--metrics", str(tmp_path / "metrics/train.json"), "--plots", str(tmp_path / "plots"), "--no-progress")
-    sh(repo, sys.executable, "stages/evaluate.py", "--model", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "metrics/eval.json"),
-       "--plots", str(tmp_path / "plots"))
-    reference = single_run_reference(repo)
-    reference["metrics"] = {k: v for k, v in reference["metrics"].items() if k.startswith("eval.")}
-    ok, rows = compare(reference, read_metrics(tmp_path / "metrics"))
-    assert not ok, markdown(rows)
-
-
-def test_train_stage_gives_identical_weights_under_isa_caps_and_thread_counts(repo, tmp_path):
-    """The tiny config's train stage, re-run as on an AVX2-only machine with one thread (a queue worker)
-    and as on an AVX-512 machine with three, writes the very checkpoint `dvc repro` wrote."""
-    committed = torch.load(repo / "models/model.pt", weights_only=True)["state_dict"]
-    for threads, caps in (("1", {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}),
-                          ("3", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX", "ATEN_CPU_CAPABILITY": "avx512"})):
-        out = tmp_path / f"model-{threads}.pt"
-        subprocess.run([sys.executable, "stages/train.py", "--model-out", str(out), "--metrics", str(tmp_path / "train.json"),
-                        "--plots", str(tmp_path / "plots"), "--no-progress"], cwd=repo, check=True, capture_output=True,
-                       env=tool_env() | caps | {"OMP_NUM_THREADS": threads})
-        again = torch.load(out, weights_only=True)["state_dict"]
-        assert all(torch.equal(committed[k], again[k]) for k in committed), f"{threads} threads, {caps}"
-
-
-def test_a_temp_workspace_experiment_with_one_thread_reproduces_repro(repo):
-    """`dvc exp run --temp` runs where queue workers run (a temporary copy); with one thread, as
-    `make ablation` gives each worker, it must give the metrics `dvc repro` gave."""
-    before = {n: load(repo, n) for n in ("eval", "shift", "adapt")}
-    env = tool_env() | {"OMP_NUM_THREADS": "1"}
-    subprocess.run(["dvc", "exp", "run", "--temp", "--force", "--name", "one-thread"], cwd=repo, env=env, check=True, capture_output=True)
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
-    found = [e for row in shown for e in (row.get("experiments") or []) if e.get("name") == "one-thread"]
-    data = found[0]["revs"][0]["data"]["metrics"]
-    assert {n: data[f"metrics/{n}.json"]["data"] for n in before} == numbers(before)  # DVC collects no lists
-
-
-def numbers(tree):
-    """`tree` without its list values (e.g. `classes`), as DVC collects a metrics file."""
-    return {k: numbers(v) if isinstance(v, dict) else v for k, v in tree.items() if not isinstance(v, list)}
-
-
-def test_train_stage_writes_live_metrics_during_the_run(repo, tmp_path):
-    """history.csv and train.json grow epoch by epoch while the stage runs (what `dvc exp show`
-    and the VS Code extension read from a running experiment's workspace)."""
-    history, metrics = tmp_path / "plots" / "history.csv", tmp_path / "train.json"
-    proc = subprocess.Popen([sys.executable, "stages/train.py", "--model-out", str(tmp_path / "model.pt"), "--metrics", str(metrics),
-                             "--plots", str(tmp_path / "plots"), "--no-progress"], cwd=repo, env=tool_env() | {"OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    seen = set()
-    while proc.poll() is None:
-        if history.exists() and metrics.exists():
-            rows = len(history.read_text().splitlines()) - 1  # header
-            live = json.loads(metrics.read_text())
-            if proc.poll() is None and rows == live["epochs_run"]:  # a pair written between two epochs
-                seen.add(rows)
-        time.sleep(0.005)
-    assert proc.returncode == 0, proc.stderr.read()
-    final = json.loads(metrics.read_text())
-    assert len(seen) >= 2 and min(seen) < final["epochs_run"], f"rows seen while running: {sorted(seen)}"
-    assert final["best_epoch"] <= final["epochs_run"] and "numerics" in final  # the final file keeps its meaning

@@ -1,0 +1,39 @@
+"""The end-to-end tests' sandbox: a copy of this repo on the tiny config, reproduced once per test
+module (`repo` in conftest.py), and the helpers they share. Two modules, so `pytest -n 2` runs them
+side by side."""
+import json
+import subprocess
+from pathlib import Path
+
+from emopipe.runtime import available_cores
+from emopipe.tools.sandbox import make_sandbox, sh, tool_env
+
+TINY = Path(__file__).with_name("tiny_params.yaml")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reproduced_sandbox(root: Path) -> Path:
+    """`dvc repro` with all the machine's cores (as a user runs it, whatever threads the test worker
+    has), then committed as the baseline."""
+    make_sandbox(root, TINY)
+    subprocess.run(["dvc", "repro"], cwd=root, check=True, capture_output=True,
+                   env=tool_env(root) | {"OMP_NUM_THREADS": str(available_cores())})
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
+    return root
+
+
+def exp_run(repo: Path, name: str, *overrides: str, targets: tuple[str, ...] = ()) -> None:
+    """`dvc exp run --name NAME -S ... [TARGETS]` (every stage when no target), keeping the workspace's
+    results for the caller to read."""
+    sh(repo, "dvc", "exp", "run", "--name", name, *[arg for o in overrides for arg in ("-S", o)], *targets)
+
+
+def restore(repo: Path) -> None:
+    """Back to the committed baseline (params and outputs), for the tests that follow."""
+    sh(repo, "git", "checkout", "-q", "--", ".")
+    sh(repo, "dvc", "checkout", "-q")
+
+
+def load(repo: Path, name: str) -> dict:
+    return json.loads((repo / "metrics" / f"{name}.json").read_text())
