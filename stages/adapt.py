@@ -7,7 +7,6 @@ import typer
 from emopipe.cli import run
 from emopipe.data import store
 from emopipe.engine.adapt import AdaptConfig, adapt_and_report
-from emopipe.engine.fit import FitConfig
 from emopipe.io import write_json
 from emopipe.modeling.checkpoint import save_checkpoint
 from emopipe.runtime import seed_everything
@@ -36,9 +35,7 @@ def main(
         return
     shots, shift_eval, test, train = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test", "train"))
     a = p.adapt
-    t = p.train
-    fit_cfg = FitConfig(a.epochs, a.batch_size, a.lr, t.weight_decay, t.label_smoothing, t.class_weights, False, a.augment, p.seed)
-    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, AdaptConfig(a.method, fit_cfg, a.replay), runtime,
+    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, AdaptConfig.from_params(p), runtime,
                                        p.eval.batch_size, progress)
     save_checkpoint(model_out, adapted.target, meta["arch"], meta["arch_args"], meta["classes"], spec)
     write_json(metrics, {"shots_per_class": a.shots, **report})

@@ -34,6 +34,15 @@ class AdaptConfig:
     fit: FitConfig  # epochs, lr, batch size, augmentation and seed of the adaptation
     replay: float = 1.0  # replay: source images per shot
 
+    @classmethod
+    def from_params(cls, p, method: str | None = None, seed: int | None = None) -> AdaptConfig:
+        """The `adapt` params (with the train section's regularisation); `method` and `seed` default to
+        the params' (the adaptation study varies them)."""
+        a, t = p.adapt, p.train
+        fit_cfg = FitConfig(a.epochs, a.batch_size, a.lr, t.weight_decay, t.label_smoothing, t.class_weights, False, a.augment,
+                            p.seed if seed is None else seed)
+        return cls(method or a.method, fit_cfg, a.replay)
+
 
 @dataclass
 class Adapted:

@@ -26,7 +26,6 @@ import yaml
 from emopipe.data import store
 from emopipe.data.split import take_shots
 from emopipe.engine.adapt import METHODS, AdaptConfig, adapt_and_report
-from emopipe.engine.fit import FitConfig
 from emopipe.io import write_json
 from emopipe.runtime import available_cores, seed_everything
 from emopipe.stage import load_params, open_model
@@ -52,11 +51,16 @@ def needs_folder(tree) -> bool:
     return PLACEHOLDER in yaml.safe_dump(tree)
 
 
-def draw(repo: Path, shots: int, seed: int) -> tuple[store.TensorSet, store.TensorSet]:
-    """The shift domain's (shots, evaluation images) drawn with `seed`, from the sandbox's split and packs."""
+def shift_pool(repo: Path) -> tuple[pd.DataFrame, store.TensorSet]:
+    """The shift domain's images (shots and evaluation images together) and their split rows, from the sandbox."""
     split, packed = repo / "data" / "split", repo / "data" / "packed"
     frame = pd.concat([pd.read_csv(split / f"shift_{n}.csv") for n in ("adapt", "eval")], ignore_index=True)
-    images = store.concat(store.load(packed / "shift_adapt.pt"), store.load(packed / "shift_eval.pt"))
+    return frame, store.concat(store.load(packed / "shift_adapt.pt"), store.load(packed / "shift_eval.pt"))
+
+
+def draw(pool: tuple[pd.DataFrame, store.TensorSet], shots: int, seed: int) -> tuple[store.TensorSet, store.TensorSet]:
+    """(shots, evaluation images) drawn from the pool with `seed`, whole duplicate/person groups."""
+    frame, images = pool
     role = take_shots(frame["label"], frame["group"].to_numpy(), shots, seed)
     return images.subset((role == "adapt").nonzero()[0]), images.subset((role == "eval").nonzero()[0])
 
@@ -66,13 +70,12 @@ def run_setting(repo: Path, methods: list[str], seeds: list[int]) -> dict:
     p = load_params(repo / "params.yaml")
     runtime, model, meta = open_model(repo / "models" / "model.pt", p.train.precision)
     train, test = (store.load(repo / "data" / "packed" / f"{n}.pt") for n in ("train", "test"))
-    a, t = p.adapt, p.train
+    pool = shift_pool(repo)
     runs: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
-        shots, target = draw(repo, a.shots, seed)
+        shots, target = draw(pool, p.adapt.shots, seed)
         for method in methods:
-            cfg = AdaptConfig(method, FitConfig(a.epochs, a.batch_size, a.lr, t.weight_decay, t.label_smoothing, t.class_weights,
-                                                False, a.augment, seed), a.replay)
+            cfg = AdaptConfig.from_params(p, method, seed)
             started = time.monotonic()
             seed_everything(seed)  # every method from the same random state: paired comparisons
             _, report = adapt_and_report(model, shots, target, test, train, meta["input"], cfg, runtime, p.eval.batch_size)
@@ -80,7 +83,7 @@ def run_setting(repo: Path, methods: list[str], seeds: list[int]) -> dict:
                 "shots_used", "gain", "forgetting")}, "before": report["before"]["macro_f1"], "after": report["after"]["macro_f1"],
                 "in_domain_before": report["in_domain_before"]["macro_f1"], "in_domain_after": report["in_domain_after"]["macro_f1"]}
             typer.echo(f"  seed {seed} {method}: gain {report['gain']:+.3f}, forgetting {report['forgetting']:+.3f}", err=True)
-    return {"classes": report["classes"], "shots_per_class": a.shots, "methods": {m: summarise(runs[m]) for m in methods}}
+    return {"classes": report["classes"], "shots_per_class": p.adapt.shots, "methods": {m: summarise(runs[m]) for m in methods}}
 
 
 def summarise(by_seed: dict[int, dict]) -> dict:
