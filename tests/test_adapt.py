@@ -118,3 +118,41 @@ def test_multiscale_at_scale_one_is_the_flip_average(domains):
     multi = predict_proba(model, source.images[:8], SPEC, RUNTIME, tta="multiscale", scales=(1.0,))
     assert (flip == multi).all()
     assert not (predict_proba(model, source.images[:8], SPEC, RUNTIME, tta="multiscale", scales=(1.0, 0.8)) == flip).all()
+
+
+def test_the_adapt_params_become_one_config_for_the_stage_and_the_study():
+    from pathlib import Path
+
+    from emopipe.stage import load_params
+
+    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = AdaptConfig.from_params(p)
+    assert (cfg.method, cfg.replay, cfg.fit.epochs, cfg.fit.lr, cfg.fit.seed) == (p.adapt.method, p.adapt.replay, p.adapt.epochs, p.adapt.lr, p.seed)
+    assert not cfg.fit.weighted_sampler and cfg.fit.weight_decay == p.train.weight_decay
+    varied = AdaptConfig.from_params(p, "head", 7)
+    assert (varied.method, varied.fit.seed) == ("head", 7)
+
+
+def test_the_study_draws_shots_from_the_shift_pool_by_group(tmp_path):
+    """tools.adaptation redraws the shots per seed from the split's shift rows: whole groups, the rest for evaluation."""
+    import pandas as pd
+
+    from emopipe.data import store
+    from emopipe.tools.adaptation import draw, shift_pool
+
+    data = make_toy_set(n_per_class=6, size=8)
+    (tmp_path / "data" / "split").mkdir(parents=True)
+    (tmp_path / "data" / "packed").mkdir(parents=True)
+    groups = [i // 2 for i in range(len(data))]  # pairs of near-duplicates
+    frame = pd.DataFrame({"label": [data.classes[i] for i in data.labels.tolist()], "group": groups})
+    for name, rows in (("adapt", slice(0, 12)), ("eval", slice(12, None))):
+        frame.iloc[rows].to_csv(tmp_path / "data" / "split" / f"shift_{name}.csv", index=False)
+        idx = list(range(len(data)))[rows]
+        store.save(tmp_path / "data" / "packed" / f"shift_{name}.pt", data.subset(torch.tensor(idx)))
+    pool = shift_pool(tmp_path)
+    shots, rest = draw(pool, 2, seed=0)
+    assert len(shots) == 8 and len(rest) == len(data) - 8
+    assert torch.bincount(shots.labels, minlength=4).tolist() == [2, 2, 2, 2]
+    group = {path: g for path, g in zip(data.paths, groups)}
+    assert {group[p] for p in shots.paths}.isdisjoint(group[p] for p in rest.paths)
+    assert draw(pool, 2, seed=0)[0].paths == shots.paths and draw(pool, 2, seed=1)[0].paths != shots.paths
