@@ -35,8 +35,9 @@ def main(
         return
     shots, shift_eval, test, train = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test", "train"))
     a = p.adapt
-    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, AdaptConfig.from_params(p), runtime,
-                                       p.eval.batch_size, progress)
+    t = p.train
+    cfg = AdaptConfig.from_params(a, p.seed, t.weight_decay, t.label_smoothing, t.class_weights)
+    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, cfg, runtime, p.eval.batch_size, progress)
     save_checkpoint(model_out, adapted.target, meta["arch"], meta["arch_args"], meta["classes"], spec)
     write_json(metrics, {"shots_per_class": a.shots, **report})
     typer.echo(f"adapt ({a.method}, {a.shots}/class): shift macro-F1 {report['before']['macro_f1']:.3f} -> {report['after']['macro_f1']:.3f}; "

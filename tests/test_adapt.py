@@ -126,10 +126,11 @@ def test_the_adapt_params_become_one_config_for_the_stage_and_the_study():
     from emopipe.stage import load_params
 
     p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    cfg = AdaptConfig.from_params(p)
+    t = p.train
+    cfg = AdaptConfig.from_params(p.adapt, p.seed, t.weight_decay, t.label_smoothing, t.class_weights)
     assert (cfg.method, cfg.replay, cfg.fit.epochs, cfg.fit.lr, cfg.fit.seed) == (p.adapt.method, p.adapt.replay, p.adapt.epochs, p.adapt.lr, p.seed)
-    assert not cfg.fit.weighted_sampler and cfg.fit.weight_decay == p.train.weight_decay
-    varied = AdaptConfig.from_params(p, "head", 7)
+    assert not cfg.fit.weighted_sampler and cfg.fit.weight_decay == t.weight_decay and cfg.fit.augment == p.adapt.augment
+    varied = AdaptConfig.from_params(p.adapt, 7, t.weight_decay, t.label_smoothing, t.class_weights, "head")
     assert (varied.method, varied.fit.seed) == ("head", 7)
 
 

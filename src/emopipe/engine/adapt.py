@@ -35,13 +35,14 @@ class AdaptConfig:
     replay: float = 1.0  # replay: source images per shot
 
     @classmethod
-    def from_params(cls, p, method: str | None = None, seed: int | None = None) -> AdaptConfig:
-        """The `adapt` params (with the train section's regularisation); `method` and `seed` default to
-        the params' (the adaptation study varies them)."""
-        a, t = p.adapt, p.train
-        fit_cfg = FitConfig(a.epochs, a.batch_size, a.lr, t.weight_decay, t.label_smoothing, t.class_weights, False, a.augment,
-                            p.seed if seed is None else seed)
-        return cls(method or a.method, fit_cfg, a.replay)
+    def from_params(cls, adapt, seed: int, weight_decay: float, label_smoothing: float, class_weights: bool,
+                    method: str | None = None) -> AdaptConfig:
+        """The `adapt` params section with the train section's loss settings; `method` replaces the
+        section's (the adaptation study compares them). Arguments, not the params object, so a stage's
+        declared params stay what it reads (tests/test_dag.py)."""
+        fit_cfg = FitConfig(adapt.epochs, adapt.batch_size, adapt.lr, weight_decay, label_smoothing, class_weights, False,
+                            adapt.augment, seed)
+        return cls(method or adapt.method, fit_cfg, adapt.replay)
 
 
 @dataclass

@@ -70,12 +70,12 @@ def run_setting(repo: Path, methods: list[str], seeds: list[int]) -> dict:
     p = load_params(repo / "params.yaml")
     runtime, model, meta = open_model(repo / "models" / "model.pt", p.train.precision)
     train, test = (store.load(repo / "data" / "packed" / f"{n}.pt") for n in ("train", "test"))
-    pool = shift_pool(repo)
+    t, pool = p.train, shift_pool(repo)
     runs: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
         shots, target = draw(pool, p.adapt.shots, seed)
         for method in methods:
-            cfg = AdaptConfig.from_params(p, method, seed)
+            cfg = AdaptConfig.from_params(p.adapt, seed, t.weight_decay, t.label_smoothing, t.class_weights, method)
             started = time.monotonic()
             seed_everything(seed)  # every method from the same random state: paired comparisons
             _, report = adapt_and_report(model, shots, target, test, train, meta["input"], cfg, runtime, p.eval.batch_size)
