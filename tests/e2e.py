@@ -2,11 +2,10 @@
 module (`repo` in conftest.py), and the helpers they share. Two modules, so `pytest -n 2` runs them
 side by side."""
 import json
-import subprocess
 from pathlib import Path
 
 from emopipe.runtime import available_cores
-from emopipe.tools.sandbox import make_sandbox, sh, tool_env
+from emopipe.tools.sandbox import make_sandbox, sh
 
 TINY = Path(__file__).with_name("tiny_params.yaml")
 REPO = Path(__file__).resolve().parents[1]
@@ -16,8 +15,7 @@ def reproduced_sandbox(root: Path) -> Path:
     """`dvc repro` with all the machine's cores (as a user runs it, whatever threads the test worker
     has), then committed as the baseline."""
     make_sandbox(root, TINY)
-    subprocess.run(["dvc", "repro"], cwd=root, check=True, capture_output=True,
-                   env=tool_env(root) | {"OMP_NUM_THREADS": str(available_cores())})
+    sh(root, "dvc", "repro", env={"OMP_NUM_THREADS": str(available_cores())})
     sh(root, "git", "add", "-A")
     sh(root, "git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "baseline")
     return root

@@ -32,3 +32,29 @@ def test_resume_keeps_only_a_matching_measurement(tmp_path):
         measure.stratified_figures(out, "real-photos", "photos", params, [0, 1, 2], "^(.+)_")
     with pytest.raises(typer.BadParameter, match="another params"):
         measure.stratified_figures(out, "real-photos", "photos", {**params, "model": "wider"}, [0, 1], "^(.+)_")
+
+
+def runs(*f1s: float) -> list[dict]:
+    return [{"seed": seed, "macro_f1": f1} for seed, f1 in enumerate(f1s)]
+
+
+def test_a_baseline_is_paired_by_seed_on_each_split(tmp_path):
+    base = {"dataset": "photos", "params": {"model": "small"}, "runs": runs(0.50, 0.60, 0.55),
+            "person_grouped": {"runs": runs(0.40, 0.45, 0.50)}}
+    ours = {"dataset": "photos", "runs": runs(0.60, 0.71, 0.64) + [{"seed": 7, "macro_f1": 0.9}],
+            "person_grouped": {"runs": runs(0.41, 0.43, 0.51)}}
+    paired = measure.paired_against(ours, base)
+    strat, grouped = paired["test_macro_f1"]["stratified"], paired["test_macro_f1"]["person_grouped"]
+    assert strat["n_pairs"] == 3 and strat["mean"] == pytest.approx(0.1) and strat["verdict"] == "better"
+    assert strat["ci95"][0] > 0  # differences 0.10, 0.11, 0.09: beyond noise
+    assert grouped["mean"] == pytest.approx(0.0) and grouped["verdict"] == "within noise"
+    assert measure.paired_against({"dataset": "photos", "runs": runs(0.5)}, {"runs": runs(0.4)})["test_macro_f1"][
+        "stratified"]["ci95"] is None  # one pair: no interval
+
+
+def test_a_baseline_of_another_folder_is_refused_before_any_run(tmp_path):
+    with pytest.raises(typer.BadParameter, match="does not exist"):
+        measure.load_baseline(tmp_path / "none.json", "photos")
+    (tmp_path / "b.json").write_text('{"dataset": "other"}')
+    with pytest.raises(typer.BadParameter, match="measured 'other', not 'photos'"):
+        measure.load_baseline(tmp_path / "b.json", "photos")

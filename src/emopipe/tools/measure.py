@@ -8,6 +8,8 @@ domain) and any `--set` merged into its params.yaml. The data stages run once (t
 `dvc repro evaluate` (train + evaluate, timed). `--grouped PATTERN` repeats the seeds on the
 person-grouped split (`split.group_pattern`), so the figure for new people stands beside the
 stratified one. Minutes per run = data stages + one seed's train and evaluate, on this machine.
+`--baseline OTHER.json` (another measurement of the same folder, e.g. without a `--set`) adds the
+paired difference per split: mean Δ test macro-F1 over the seeds both ran, with its 95% t interval.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from emopipe.io import write_json
 from emopipe.runtime import available_cores
 from emopipe.tools.bench import cpu_model
 from emopipe.tools.recipe import merge, recipe_file
+from emopipe.tools.report import paired_difference
 from emopipe.tools.sandbox import deep_merge, make_sandbox, sh
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -97,6 +100,29 @@ def stratified_figures(out: Path, recipe: str, dataset: str, params: dict, seeds
     return kept
 
 
+def load_baseline(baseline: Path, dataset: str) -> dict:
+    """The measurement to pair against, checked before any run: it exists and measured the same folder."""
+    if not baseline.is_file():
+        raise typer.BadParameter(f"--baseline {baseline} does not exist; give a JSON written by `emopipe measure`")
+    base = json.loads(baseline.read_text())
+    if base.get("dataset") != dataset:
+        raise typer.BadParameter(f"--baseline {baseline} measured {base.get('dataset')!r}, not {dataset!r}")
+    return base
+
+
+def paired_against(result: dict, base: dict) -> dict:
+    """result − base test macro-F1, paired by seed, on each split both measured."""
+    diffs = {}
+    for split in ("stratified", "person_grouped"):
+        ours, theirs = (result, base) if split == "stratified" else (result.get(split), base.get(split))
+        if ours and theirs:
+            d = paired_difference(*({r["seed"]: r["macro_f1"] for r in m["runs"]} for m in (ours, theirs)))
+            if d is not None:
+                diffs[split] = {"n_pairs": d.n, "mean": round(d.mean, 4), "verdict": d.verdict,
+                                "ci95": None if d.half_width is None else [round(d.low, 4), round(d.high, 4)]}
+    return {"baseline_params": base.get("params"), "test_macro_f1": diffs}
+
+
 @app.command()
 def main(
     recipe: str = typer.Argument(..., help="recipe name in recipes/ (e.g. real-photos) or a YAML file"),
@@ -108,10 +134,13 @@ def main(
     out: Path = typer.Option(Path("reports/real-photos.json"), help="JSON written here (atomically)"),
     resume: bool = typer.Option(False, help="keep the stratified figures already in --out (same recipe, data, "
                                 "overrides and seeds) and run only the person-grouped split"),
+    baseline: Path = typer.Option(None, help="another measurement JSON of the same folder: add the paired Δ "
+                                  "test macro-F1 (95% t interval over shared seeds) against it"),
 ) -> None:
     """Run the recipe on the folder over the seeds and write the measurement."""
     if not data.is_dir():
         raise typer.BadParameter(f"--data {data} is not a folder; give the class-per-folder photo tree")
+    base = load_baseline(baseline, data.resolve().name) if baseline is not None else None
     overrides = deep_merge(yaml.safe_load(recipe_file(recipe).read_text()) or {}, parse_sets(sets))
     overrides = deep_merge(overrides, {"data": {"source": "folder", "folder": str(data.resolve())},
                                        "shift": {"source": "none"}, "split": {"group_pattern": None}})
@@ -148,6 +177,9 @@ def main(
         set_params(repo, {"split": {"group_pattern": grouped}})
         regroup = timed_repro(repo, "pack")
         result["person_grouped"] = {"group_pattern": grouped, **run_seeds(repo, seeds, regroup)}
+        write_json(out, result)
+    if base is not None:
+        result["paired_vs_baseline"] = {"baseline": str(baseline), **paired_against(result, base)}
         write_json(out, result)
     minutes = result["minutes_per_run"]
     typer.echo(f"{out}: macro-F1 {result['macro_f1_mean']:.4f} ± {result['macro_f1_std'] or 0:.4f} over seeds {seeds}, "

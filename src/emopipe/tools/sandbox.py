@@ -40,9 +40,10 @@ def tool_env(repo: Path | None = None) -> dict[str, str]:
     return env
 
 
-def sh(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run a command in `cwd` (with the code of `cwd`'s src/); raise with its output when it fails."""
-    done = subprocess.run(args, cwd=cwd, env=tool_env(Path(cwd)), capture_output=True, text=True)
+def sh(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command in `cwd` (with the code of `cwd`'s src/, and `env` over the environment); raise with
+    its output when it fails."""
+    done = subprocess.run(args, cwd=cwd, env=tool_env(Path(cwd)) | (env or {}), capture_output=True, text=True)
     if done.returncode:
         raise RuntimeError(f"`{' '.join(args)}` failed ({done.returncode}) in {cwd}:\n{done.stdout}\n{done.stderr}")
     return done
