@@ -55,11 +55,12 @@ gate-reference: install
 JOBS ?= 2
 SEEDS ?= 4
 ## Seed grid (8 variants × SEEDS seeds as DVC experiments, JOBS parallel workers) -> reports/ablation.md.
-## EPOCHS=N sets the epoch budget; NUMERICS=native the fast, machine-dependent kernels;
-## ABLATION_ARGS='--extra data.source=folder ...' for other data.
+## EPOCHS=N sets the epoch budget; NUMERICS=native the fast, machine-dependent kernels; PRECISION=auto also
+## bf16 on CPUs with native bf16 (the one-hour 8-seed grid); ABLATION_ARGS='--extra data.source=folder ...'.
 NUMERICS ?= portable
 ablation: install
-	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) $(ABLATION_ARGS)
+	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+		$(if $(PRECISION),--extra train.precision=$(PRECISION)) $(ABLATION_ARGS)
 
 ## Debian's Chromium, for the test that renders `dvc plots show`'s page in a headless browser with the
 ## network blocked (CI runs this; elsewhere that test is skipped when no Chromium is found).
