@@ -157,3 +157,12 @@ def test_the_study_draws_shots_from_the_shift_pool_by_group(tmp_path):
     group = {path: g for path, g in zip(data.paths, groups)}
     assert {group[p] for p in shots.paths}.isdisjoint(group[p] for p in rest.paths)
     assert draw(pool, 2, seed=0)[0].paths == shots.paths and draw(pool, 2, seed=1)[0].paths != shots.paths
+
+
+def test_a_study_run_with_only_keeps_the_other_settings(tmp_path):
+    from emopipe.tools.adaptation import kept_settings
+    out = tmp_path / "adaptation.json"
+    assert kept_settings(out, ["b"]) == {}  # nothing measured yet
+    out.write_text('{"settings": {"a": {"seeds": [0]}, "b": {"seeds": [0]}}}')
+    assert kept_settings(out, ["b"]) == {"a": {"seeds": [0]}}  # b is measured again
+    assert kept_settings(out, None) == {}  # a full run replaces the file

@@ -62,6 +62,21 @@ def test_render_makes_grey_tight_crops_at_the_size_asked(people, tmp_path):
     assert set(result.manifest[["width", "height"]].itertuples(index=False, name=None)) == {(24, 24)}
 
 
+def test_a_camera_render_dims_flattens_and_blurs(people, tmp_path):
+    def pixels(render: RenderParams) -> np.ndarray:
+        out = tmp_path / str(hash(render))
+        result = fetch(folder_source(people, render=render), "shift", out, seed=0, progress=False)
+        with Image.open(out / sorted(result.manifest["path"])[0]) as img:
+            return np.asarray(img.convert("L")).astype(float)
+
+    plain = pixels(RenderParams(greyscale=True))
+    dim, flat = pixels(RenderParams(greyscale=True, brightness=0.5)), pixels(RenderParams(greyscale=True, contrast=0.5))
+    blurred = pixels(RenderParams(greyscale=True, blur=2.0))
+    assert dim.mean() == pytest.approx(plain.mean() / 2, rel=0.05)
+    assert flat.std() == pytest.approx(plain.std() / 2, rel=0.1) and flat.mean() == pytest.approx(plain.mean(), rel=0.05)
+    assert np.abs(np.diff(blurred)).mean() < np.abs(np.diff(plain)).mean() / 2  # neighbours alike: detail gone
+
+
 def test_class_map_renames_and_classes_keep_a_subset_reporting_the_rest(people, tmp_path):
     src = folder_source(people, class_map={"sad": "sadness"}, classes=["sadness"])
     result = fetch(src, "shift", tmp_path / "out", seed=0, progress=False)

@@ -1,4 +1,6 @@
 """The recipe measurement tool: its command line (the runs themselves are the pipeline's, tested end to end)."""
+import numpy as np
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -58,3 +60,31 @@ def test_a_baseline_of_another_folder_is_refused_before_any_run(tmp_path):
     (tmp_path / "b.json").write_text('{"dataset": "other"}')
     with pytest.raises(typer.BadParameter, match="measured 'other', not 'photos'"):
         measure.load_baseline(tmp_path / "b.json", "photos")
+
+
+def predictions(probs: list[list[float]], actual: list[str], classes=("happy", "sad")) -> pd.DataFrame:
+    """A predictions.csv as the evaluate stage writes it."""
+    frame = pd.DataFrame({"path": [f"{i}.png" for i in range(len(actual))], "actual": actual,
+                          "predicted": [classes[int(np.argmax(p))] for p in probs]})
+    return frame.join(pd.DataFrame(probs, columns=[f"p_{c}" for c in classes]))
+
+
+def test_the_seed_ensemble_averages_probabilities_and_bootstraps_its_gain():
+    actual = ["happy", "sad"] * 20
+    right = [[0.9, 0.1] if a == "happy" else [0.1, 0.9] for a in actual]
+    # Each seed is confidently right on most images and weakly wrong on a different tenth of them:
+    # averaged, the confident votes win everywhere.
+    seeds = []
+    for s in range(3):
+        probs = [list(p) for p in right]
+        for i in range(s, len(actual), 10):
+            probs[i] = [0.4, 0.6] if actual[i] == "happy" else [0.6, 0.4]
+        seeds.append(predictions(probs, actual))
+    result = measure.seed_ensemble(seeds, resamples=200)
+    assert result["models"] == 3 and result["macro_f1"] == 1.0 and result["accuracy"] == 1.0
+    assert result["gain_vs_single_mean"] == pytest.approx(0.1, abs=0.01)
+    assert result["ci95"][0] > 0 and result["verdict"] == "better"
+    same = measure.seed_ensemble([seeds[0]] * 3, resamples=200)  # identical models: nothing to gain
+    assert same["gain_vs_single_mean"] == 0 and same["ci95"] == [0, 0] and same["verdict"] == "within noise"
+    with pytest.raises(ValueError, match="different test images"):
+        measure.seed_ensemble([seeds[0], seeds[1].iloc[::-1].reset_index(drop=True)])

@@ -42,6 +42,8 @@ def test_repo_params_load():
         ({"input.channels": 2}, "input.channels=2"),
         ({"train.class_weights": "yes"}, "train.class_weights must be true or false"),
         ({"train.epochs": "10"}, "train.epochs must be an integer, got '10'"),
+        ({"shift.render.contrast": 0}, "shift.render.contrast=0"),
+        ({"shift.render.blur": -1}, "shift.render.blur=-1"),
         ({"train.epochs": True}, "train.epochs must be an integer, got True"),
         ({"train.epochs": None}, "train.epochs must be an integer, got None"),
         ({"train.lr": float("nan")}, "train.lr must be a finite number, got nan"),

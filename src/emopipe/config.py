@@ -35,6 +35,9 @@ class RenderParams:
     greyscale: bool = False
     crop: float = 1.0  # keep this central fraction of each side (a tighter face crop)
     size: int = 0  # resize to size×size; 0 keeps the size
+    contrast: float = 1.0  # scale each pixel's distance from mid-grey (< 1: a flat, low-contrast camera)
+    brightness: float = 1.0  # scale every pixel (< 1: a dim camera)
+    blur: float = 0.0  # Gaussian blur radius in pixels of the rendered image (an out-of-focus camera)
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,9 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
         _range(f"{name}.render.crop", src.render.crop, 0.0, 1.0, low_open=True)
         if src.render.size:
             _range(f"{name}.render.size", src.render.size, 16, 2048)
+        _range(f"{name}.render.contrast", src.render.contrast, 0.0, 4.0, low_open=True)
+        _range(f"{name}.render.brightness", src.render.brightness, 0.0, 4.0, low_open=True)
+        _range(f"{name}.render.blur", src.render.blur, 0.0, 16.0)
     if p.data.source == "none":
         raise ParamError("data.source: none leaves the main domain without images; only shift.source may be none")
     _range("faces.margin", p.faces.margin, 0.0, 2.0)

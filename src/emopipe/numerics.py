@@ -3,12 +3,14 @@
 Float results depend on the kernels that run, and three libraries pick theirs per machine:
 PyTorch's own kernels by CPU capability (AVX2 vs AVX-512 reductions sum in another order),
 oneDNN by ISA (its convolution backward also splits reductions by thread count), and MKL's
-GEMM by ISA. *Portable* mode, the default, pins all three before torch loads —
-`ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`, `MKL_CBWR=AVX2,STRICT` (strict:
-the same GEMM result at any thread count) — and switches oneDNN off, so convolutions run as
-im2col + MKL GEMM. The same params and seed then give the same bits on any x86-64 CPU with
-AVX2, at any thread count (checked with 1, 2, 3, 4 and 5 threads), at about 0.6× the speed of
-the machine's best kernels.
+GEMM by ISA, by CPU vendor and by thread count. *Portable* mode, the default, pins all three
+before torch loads — `ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`,
+`MKL_CBWR=COMPATIBLE` (MKL's one branch that is the same on Intel and AMD: `AVX2` falls back
+to the machine's own code on AMD) on a fixed two threads per GEMM (`fix_gemm_threads`) — and switches
+oneDNN off, so convolutions run on PyTorch's own paths (NNPACK forward, im2col + MKL GEMM
+backward). The same params and seed then give the
+same bits on any x86-64 CPU with AVX2, at any thread count (checked with 1, 2, 3 and 5
+threads), slower than the machine's best kernels (README, "Bit-identical by default").
 
 *Native* mode (`EMOPIPE_NUMERICS=native`) leaves every library its best kernels: faster
 (fp32 training ~1.7× on one AVX-512 thread), and what `train.precision: auto | bf16 | fp16`
@@ -23,12 +25,15 @@ anything else of the package, and so before torch is imported.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
+from pathlib import Path
 
 MODE_VARIABLE = "EMOPIPE_NUMERICS"
 relaunch_allowed = False  # set by the stage runner (cli.run): only a stage script may replace its process
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"}
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "COMPATIBLE"}
+GEMM_THREADS = 2  # MKL threads per GEMM in portable mode (fixed: CNR needs it; 2 = the smallest machine's cores)
 
 
 def mode() -> str:
@@ -83,6 +88,22 @@ def configure_torch() -> None:
         raise RuntimeError("torch computed before emopipe pinned the CPU numerics: import emopipe before torch")
 
 
+def fix_gemm_threads() -> None:
+    """In portable mode, MKL runs every GEMM on GEMM_THREADS threads, whatever torch's count.
+
+    MKL's reproducibility (CNR) holds for a fixed thread count, and the COMPATIBLE branch splits
+    a GEMM's sums by that count (3 threads give other bits than 2). Call after `torch.set_num_threads`,
+    which sets MKL's count too.
+    """
+    import torch
+
+    if mode() != "portable" or not torch.backends.mkl.is_available():
+        return
+    torch.get_num_threads()  # torch's lazy per-thread set-up sets MKL's count: let it run first
+    libtorch = ctypes.CDLL(str(Path(torch.__file__).parent / "lib" / "libtorch_cpu.so"))
+    libtorch.mkl_set_num_threads_local(ctypes.byref(ctypes.c_int(GEMM_THREADS)))  # Fortran-style symbol: by reference
+
+
 def describe(device: str, precision: str, threads: int) -> dict:
     """The numeric environment for metrics/train.json, so `dvc metrics diff` shows why two runs differ.
 
@@ -98,6 +119,7 @@ def describe(device: str, precision: str, threads: int) -> dict:
         "isa": torch.backends.cpu.get_cpu_capability(),
         "onednn": bool(torch.backends.mkldnn.enabled),
         "mkl_cbwr": os.environ.get("MKL_CBWR", "default"),
+        **({"gemm_threads": GEMM_THREADS} if mode() == "portable" else {}),
         "torch": torch.__version__,
     }
     return info | ({"threads": threads} if mode() == "native" else {})

@@ -86,6 +86,7 @@ def configure_threads(processes: int = 1) -> int:
     `processes` ranks of a DDP run."""
     threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, available_cores() // processes))
     torch.set_num_threads(threads)
+    numerics.fix_gemm_threads()
     return threads
 
 

@@ -3,7 +3,7 @@
 Every source ends in the same intake (`ingest_folder`), so generated and real photos take
 one code path from here on. On the way a source can be cut (`part`: two domains from one
 folder, never sharing a person), re-rendered (`render`: e.g. greyscale 48 px tight crops, the
-way lab sets look), and have its classes renamed (`class_map`) or narrowed (`classes`).
+way lab sets look, or a dim, flat, blurred camera), and have its classes renamed (`class_map`) or narrowed (`classes`).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 from emopipe.config import RenderParams, SourceParams
 from emopipe.data import kaggle, synthetic
@@ -49,7 +49,7 @@ def part_position(name: str, pattern: str | None) -> float:
 
 def renderer(r: RenderParams):
     """The image transform `r` asks for, or None when it changes nothing."""
-    if not r.greyscale and r.crop == 1.0 and not r.size:
+    if r == RenderParams():
         return None
 
     def render(img: Image.Image) -> Image.Image:
@@ -60,7 +60,12 @@ def renderer(r: RenderParams):
             img = img.crop((left, top, left + cw, top + ch))
         if r.size:
             img = img.resize((r.size, r.size), Image.Resampling.LANCZOS)
-        return img.convert("L").convert("RGB") if r.greyscale else img
+        img = img.convert("L").convert("RGB") if r.greyscale else img
+        if r.contrast != 1.0:
+            img = ImageEnhance.Contrast(img).enhance(r.contrast)
+        if r.brightness != 1.0:
+            img = ImageEnhance.Brightness(img).enhance(r.brightness)
+        return img.filter(ImageFilter.GaussianBlur(r.blur)) if r.blur else img
 
     return render
 

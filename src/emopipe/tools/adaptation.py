@@ -10,10 +10,12 @@ every seed, the shift domain's shots are drawn again (`adapt.shots` per class, w
 duplicate groups, as the split stage draws them) and every method adapts the same source model
 on the same shots from the same random state (engine.adapt.adapt_and_report, the adapt stage's
 code). Gain (target macro-F1 after − before) and forgetting (in-domain macro-F1 before − after)
-are paired over the seeds: mean and 95% Student-t interval.
+are paired over the seeds: mean and 95% Student-t interval. Each setting records its seeds and
+machine; with `--only`, the other settings already in --out are kept.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import time
@@ -132,7 +134,7 @@ def main(
     settings = yaml.safe_load(study.read_text())
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
-    results, skipped = {}, []
+    results, skipped = kept_settings(out, only), []
     for name, overrides in settings.items():
         if name.startswith("_"):  # YAML anchors shared by the settings
             continue
@@ -150,11 +152,17 @@ def main(
             (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         sh(repo, "dvc", "repro", "train")  # with --keep, a no-op where the source model is up to date
         minutes = None if reused else round((time.monotonic() - started) / 60, 2)  # data stages + source model
-        results[name] = {"params": overrides, "source_model_minutes": minutes,
-                         **run_setting(repo, methods, seeds)}
-        write(out, {"seeds": seeds, "methods": methods, "settings": results, "skipped": skipped,
-                    "machine": {"cpu": cpu_model(), "cores": available_cores()}})  # after each setting: nothing lost
+        results[name] = {"params": overrides, "seeds": seeds, "machine": {"cpu": cpu_model(), "cores": available_cores()},
+                         "source_model_minutes": minutes, **run_setting(repo, methods, seeds)}
+        write(out, {"methods": methods, "settings": results, "skipped": [n for n in skipped if n not in results]})
     typer.echo(markdown(results))
+
+
+def kept_settings(out: Path, only: list[str] | None) -> dict:
+    """With --only, the other settings already measured in `out` stay in it (each records its seeds and machine)."""
+    if not only or not out.is_file():
+        return {}
+    return {name: r for name, r in json.loads(out.read_text())["settings"].items() if name not in only}
 
 
 def write(out: Path, result: dict) -> None:

@@ -10,6 +10,8 @@ person-grouped split (`split.group_pattern`), so the figure for new people stand
 stratified one. Minutes per run = data stages + one seed's train and evaluate, on this machine.
 `--baseline OTHER.json` (another measurement of the same folder, e.g. without a `--set`) adds the
 paired difference per split: mean Δ test macro-F1 over the seeds both ran, with its 95% t interval.
+Each split also gets `seed_ensemble`: the seeds' models as one (test probabilities averaged), and
+its gain over the single models' mean with a 95% bootstrap interval over test images.
 """
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import typer
 import yaml
 
+from emopipe.engine.evaluate import classification_metrics
 from emopipe.io import write_json
 from emopipe.runtime import available_cores
 from emopipe.tools.bench import cpu_model
@@ -62,13 +67,43 @@ def read(repo: Path, name: str) -> dict:
     return json.loads((repo / "metrics" / f"{name}.json").read_text())
 
 
+def seed_ensemble(predictions: list[pd.DataFrame], resamples: int = 1000) -> dict:
+    """The seeds' models as one: their test probabilities (predictions.csv) averaged image by image.
+
+    The gain over the single models' mean macro-F1 is one number per test set, not per seed, so its
+    95% interval comes from resampling test images (the same draw for the ensemble and each seed).
+    """
+    first = predictions[0]
+    if any(not p["path"].equals(first["path"]) for p in predictions[1:]):
+        raise ValueError("seed_ensemble: the seeds scored different test images; they must share the packed data")
+    columns = [c for c in first.columns if c.startswith("p_")]
+    classes = [c.removeprefix("p_") for c in columns]
+    index = {c: i for i, c in enumerate(classes)}
+    y = first["actual"].map(index).to_numpy()
+    probs = np.stack([p[columns].to_numpy() for p in predictions])  # seeds × images × classes
+    preds = [probs.mean(axis=0).argmax(axis=1)] + [p["predicted"].map(index).to_numpy() for p in predictions]
+
+    def gain(rows: np.ndarray) -> float:
+        ensemble, *singles = (classification_metrics(y[rows], pred[rows], classes)["macro_f1"] for pred in preds)
+        return ensemble - statistics.fmean(singles)
+
+    rng = np.random.default_rng(0)
+    low, high = np.percentile([gain(rng.integers(0, len(y), len(y))) for _ in range(resamples)], [2.5, 97.5])
+    verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"
+    ensemble = classification_metrics(y, preds[0], classes)
+    return {"models": len(predictions), "macro_f1": ensemble["macro_f1"], "accuracy": ensemble["accuracy"],
+            "gain_vs_single_mean": round(gain(np.arange(len(y))), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
+            "verdict": verdict}
+
+
 def run_seeds(repo: Path, seeds: list[int], data_seconds: float) -> dict:
-    """Each seed through train + evaluate; per-run results and their summary."""
-    runs = []
+    """Each seed through train + evaluate; per-run results, their summary and their ensemble."""
+    runs, predictions = [], []
     for seed in seeds:
         set_params(repo, {"seed": seed})
         seconds = timed_repro(repo, "evaluate")
         ev = read(repo, "eval")
+        predictions.append(pd.read_csv(repo / "plots" / "eval" / "predictions.csv"))
         runs.append({"seed": seed, "macro_f1": ev["macro_f1"], "accuracy": ev["accuracy"],
                      "val_macro_f1": read(repo, "train").get("val_macro_f1"), "train_eval_minutes": round(seconds / 60, 2)})
         typer.echo(f"seed {seed}: test macro-F1 {ev['macro_f1']:.4f}, accuracy {ev['accuracy']:.4f}, {seconds / 60:.1f} min", err=True)
@@ -83,6 +118,7 @@ def run_seeds(repo: Path, seeds: list[int], data_seconds: float) -> dict:
         "persons": data.get("persons"),
         "data_stage_minutes": round(data_seconds / 60, 2),
         "runs": runs,
+        "seed_ensemble": seed_ensemble(predictions) if len(predictions) > 1 else None,
     }
 
 
