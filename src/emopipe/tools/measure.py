@@ -31,7 +31,7 @@ from emopipe.io import write_json
 from emopipe.runtime import available_cores
 from emopipe.tools.bench import cpu_model
 from emopipe.tools.recipe import merge, recipe_file
-from emopipe.tools.report import paired_difference
+from emopipe.tools.report import interval_verdict, paired_difference
 from emopipe.tools.sandbox import deep_merge, make_sandbox, sh
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -89,11 +89,10 @@ def seed_ensemble(predictions: list[pd.DataFrame], resamples: int = 1000) -> dic
 
     rng = np.random.default_rng(0)
     low, high = np.percentile([gain(rng.integers(0, len(y), len(y))) for _ in range(resamples)], [2.5, 97.5])
-    verdict = "better" if low > 0 else "worse" if high < 0 else "within noise"
     ensemble = classification_metrics(y, preds[0], classes)
     return {"models": len(predictions), "macro_f1": ensemble["macro_f1"], "accuracy": ensemble["accuracy"],
             "gain_vs_single_mean": round(gain(np.arange(len(y))), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
-            "verdict": verdict}
+            "verdict": interval_verdict(low, high)}
 
 
 def run_seeds(repo: Path, seeds: list[int], data_seconds: float) -> dict:

@@ -183,14 +183,17 @@ class PairedDiff:
 
     @property
     def verdict(self) -> str:
-        """better | worse (the interval excludes 0; higher = better) | within noise | n/a (one pair)."""
-        if self.half_width is None:
-            return "n/a"
-        if self.low > 0:
-            return "better"
-        if self.high < 0:
-            return "worse"
-        return "within noise"
+        """interval_verdict of the 95% interval, or n/a (one pair)."""
+        return "n/a" if self.half_width is None else interval_verdict(self.low, self.high)
+
+
+def interval_verdict(low: float, high: float) -> str:
+    """better | worse (the interval [low, high] of a difference excludes 0; higher = better) | within noise."""
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    return "within noise"
 
 
 def paired_difference(variant: Mapping[Any, float], baseline: Mapping[Any, float]) -> PairedDiff | None:
