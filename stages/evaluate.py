@@ -43,8 +43,6 @@ def main(
     p = load_params(params)
     runtime, net, meta = open_model(model, p.train.precision)
     test = store.load(data / "test.pt")
-    result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test.pt"),
-                             scales=tuple(p.eval.tta_scales))
     if p.split.protocol == "kfold":
         everything = pool(store.load(data / "train.pt"), store.load(data / "val.pt"), test)
         frame = pd.concat([pd.read_csv(split / f"{n}.csv") for n in ("train", "val", "test")]).set_index("image").loc[everything.paths]
@@ -55,8 +53,11 @@ def main(
         result, probs = kfold_test(model_factory(p.model, p.model_args, p.input.channels, test.classes), everything, frame,
                                    p.split.train / (p.split.train + p.split.val), p.oversample.method, p.oversample.targets,
                                    p.data_seed, p.seed, meta["input"], fit_config(p.train, p.seed, test.classes), runtime,
-                                   predict, fold0=probs, progress=progress)
+                                   predict, fold0=predict(net, test), progress=progress)
         test = everything
+    else:
+        result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test.pt"),
+                                 scales=tuple(p.eval.tta_scales))
     write_json(metrics, result)
     write_csv(plots / "predictions.csv", predictions_frame(test, probs))
     matrix = confusion(test.labels.numpy(), probs.argmax(1), len(test.classes))

@@ -265,10 +265,15 @@ def find_and_crop(image: Image.Image, detector: Detector, *, align: bool = False
     _check_align(detector, align)
     found = detector.detect(image)
     box = found[0] if found else None
-    target, crop_box = image, box
+    return face_crop(image, box, align=align, margin=margin, size=size), box
+
+
+def face_crop(image: Image.Image, box: FaceBox | None, *, align: bool = False, margin: float = 0.25,
+              size: int = 160) -> Image.Image:
+    """`crop_face` of one detected face, first rotated eyes-level when `align` and the box has landmarks."""
     if align and box is not None and box.landmarks:
-        target, crop_box = align_face(image, box)
-    return crop_face(target, crop_box, margin=margin, size=size), box
+        image, box = align_face(image, box)
+    return crop_face(image, box, margin=margin, size=size)
 
 
 def _check_align(detector: Detector, align: bool) -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from emopipe.data.faces import Detector, align_face, crop_face, make_detector
+from emopipe.data.faces import Detector, face_crop, make_detector
 from emopipe.data.store import to_tensor
 from emopipe.engine.evaluate import predict_proba
 from emopipe.errors import UserError
@@ -55,12 +55,8 @@ def open_capture(source: str | int) -> tuple[cv2.VideoCapture, float]:
 def frame_faces(frame: Image.Image, model, spec: dict, runtime, detector: Detector | None, trained: dict) -> list[Face]:
     """Every face in the frame with its class probabilities (the centre square when none is found)."""
     found = detector.detect(frame) if detector is not None else []
-    crops = []
-    for box in found or [None]:
-        target, crop_box = frame, box
-        if box is not None and trained["align"] and box.landmarks:
-            target, crop_box = align_face(frame, box)
-        crops.append(to_tensor(crop_face(target, crop_box, margin=trained["margin"], size=trained["size"]), spec["size"], spec["channels"]))
+    crops = [to_tensor(face_crop(frame, box, align=trained["align"], margin=trained["margin"], size=trained["size"]),
+                       spec["size"], spec["channels"]) for box in found or [None]]
     probs = predict_proba(model, torch.stack(crops), spec, runtime)
     return [Face((b.x, b.y, b.w, b.h) if b is not None else None, p) for b, p in zip(found or [None], probs)]
 
