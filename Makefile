@@ -38,10 +38,11 @@ repro: install
 
 ## Lint (ruff), unit tests and the end-to-end run of the real pipeline on a tiny config.
 ## TEST_WORKERS pytest processes (pytest-xdist, one thread each; a test file stays in one process).
+## OMP_WAIT_POLICY=PASSIVE: the workers share the cores (SHARED_CORES_ENV in src/emopipe/tools/sandbox.py).
 TEST_WORKERS ?= auto
 test: install
 	ruff check src stages tests
-	pytest -q -n $(TEST_WORKERS) --dist loadfile
+	OMP_WAIT_POLICY=PASSIVE pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## CI's metric gate: the tiny pipeline over 3 seeds in a sandbox, against .ci/gate-reference.json
 ## (per-metric mean and spread measured over 5 seeds by `make gate-reference`). Table: .gate/report.md

@@ -114,6 +114,7 @@ def test_worker_threads_split_the_cores(monkeypatch):
     env, threads = ablation.worker_env(2)
     assert threads == 1 and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
     assert ablation.worker_env(1)[1] == 2 and ablation.worker_env(4)[1] == 1
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"  # parallel workers share the cores
     assert env["EMOPIPE_NUMERICS"] == "portable" and env["ONEDNN_MAX_CPU_ISA"] == "AVX2"  # pinned in this process
     native, _ = ablation.worker_env(2, "native")
     assert native["EMOPIPE_NUMERICS"] == "native" and "ONEDNN_MAX_CPU_ISA" not in native and "MKL_CBWR" not in native

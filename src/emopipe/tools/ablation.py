@@ -26,7 +26,7 @@ import yaml
 from emopipe import numerics
 from emopipe.runtime import available_cores
 from emopipe.tools import report
-from emopipe.tools.sandbox import tool_env
+from emopipe.tools.sandbox import SHARED_CORES_ENV, tool_env
 
 MODELS = ("small", "wider")
 AUGMENTS = ("none", "basic", "targeted")
@@ -121,6 +121,8 @@ def worker_env(jobs: int, numerics_mode: str = "portable") -> tuple[dict[str, st
     threads = max(1, available_cores() // jobs)
     env = {k: v for k, v in tool_env().items() if numerics_mode == "portable" or k not in numerics.PORTABLE_ENV}
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **{numerics.MODE_VARIABLE: numerics_mode})
+    if jobs > 1:
+        env.update(SHARED_CORES_ENV)
     return env, threads
 
 
