@@ -55,6 +55,11 @@ def test_same_seed_same_bytes_other_seed_differs(source, tmp_path):
     assert all(other[k] != v for k, v in _files(source).items())
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    counts = {"pain": 70, "fear": 60}  # enough images for two worker processes
+    assert _files(_gen(tmp_path / "two", counts, workers=2)) == _files(_gen(tmp_path / "one", counts))
+
+
 def test_each_image_independent_of_other_counts(source, tmp_path):
     alone = _gen(tmp_path, {"happy": 3})
     assert _files(alone) == {k: v for k, v in _files(source).items() if k.startswith("happy") and not k.endswith("3.jpg")}

@@ -19,6 +19,7 @@ from emopipe.config import RenderParams, SourceParams
 from emopipe.data import kaggle, synthetic
 from emopipe.data.intake import MANIFEST_COLUMNS, REJECT_COLUMNS, IntakeResult, ingest_folder
 from emopipe.errors import ParamError
+from emopipe.runtime import available_cores
 
 
 def source_folder(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:
@@ -27,7 +28,7 @@ def source_folder(src: SourceParams, section: str, staging: Path, seed: int, pro
         try:
             synthetic.generate(staging, src.synthetic_counts, domain=src.synthetic_domain, size=src.synthetic_size,
                                seed=seed, label_noise=src.label_noise, severity=src.synthetic_severity,
-                               progress=progress)
+                               progress=progress, workers=available_cores())
         except ValueError as err:
             raise ParamError(f"{section}.synthetic_counts / {section}.synthetic_domain: {err}") from None
         return staging

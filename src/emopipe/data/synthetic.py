@@ -24,7 +24,11 @@ from __future__ import annotations
 
 import colorsys
 import math
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, fields
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -504,10 +508,12 @@ def render(label: str, style: Domain, rng: np.random.Generator, size: int, label
 
 
 def generate(out_dir: Path, counts: dict[str, int], *, domain: str = "source", size: int = 160,
-             seed: int = 0, label_noise: float = 0.03, severity: float = 1.0, progress: bool = True) -> int:
+             seed: int = 0, label_noise: float = 0.03, severity: float = 1.0, progress: bool = True,
+             workers: int = 1) -> int:
     """Writes out_dir/<class>/<class>_<i:04d>.jpg (RGB, size x size, JPEG quality 92), returns number written.
 
-    Image i of a class depends only on (seed, domain, class, i).
+    Image i of a class depends only on (seed, domain, class, i), so `workers` processes draw the
+    images in any order and write the same bytes as one.
     """
     unknown = sorted(set(counts) - set(CLASSES))
     if unknown:
@@ -516,12 +522,23 @@ def generate(out_dir: Path, counts: dict[str, int], *, domain: str = "source", s
         raise ValueError(f"unknown domain {domain!r}; known domains: {list(DOMAINS)}")
     if not 0.0 <= severity <= 1.0:
         raise ValueError(f"severity must lie in [0, 1], got {severity}")
-    style = domain_style(domain, severity)
     out_dir = Path(out_dir)
+    for label in counts:
+        (out_dir / label).mkdir(parents=True, exist_ok=True)
     jobs = [(label, i) for label, n in counts.items() for i in range(n)]
-    for label, i in tqdm(jobs, desc=f"synthetic faces ({domain})", unit="img", disable=not progress):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, DOMAINS.index(domain), CLASSES.index(label), i]))
-        path = out_dir / label / f"{label}_{i:04d}.jpg"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        render(label, style, rng, size, label_noise).save(path, quality=92)
+    write = partial(_write_image, out_dir, domain_style(domain, severity), seed, domain, size, label_noise)
+    workers = min(workers, -(-len(jobs) // 64))  # a process per 64 images at most: start-up is not free
+    # fork: the workers need only this module, and a spawned one would re-import the stage script (and torch)
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else None
+    with pool or nullcontext():
+        done = pool.map(write, jobs, chunksize=16) if pool else map(write, jobs)
+        for _ in tqdm(done, total=len(jobs), desc=f"synthetic faces ({domain})", unit="img", disable=not progress):
+            pass
     return len(jobs)
+
+
+def _write_image(out_dir: Path, style: Domain, seed: int, domain: str, size: int, label_noise: float,
+                 job: tuple[str, int]) -> None:
+    label, i = job
+    rng = np.random.default_rng(np.random.SeedSequence([seed, DOMAINS.index(domain), CLASSES.index(label), i]))
+    render(label, style, rng, size, label_noise).save(out_dir / label / f"{label}_{i:04d}.jpg", quality=92)
