@@ -79,6 +79,7 @@ def configure_torch() -> None:
     import torch
 
     torch.backends.mkldnn.enabled = mode() == "native"
+    torch.backends.nnpack.set_flags(mode() == "native")
     # = torch.use_deterministic_algorithms(True, warn_only=True) minus its import of torch._inductor.config
     # (~1.4 s in every stage process, for a flag of torch.compile, which the project does not use)
     torch._C._set_deterministic_algorithms(True, warn_only=True)
