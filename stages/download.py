@@ -4,12 +4,13 @@ from pathlib import Path
 import typer
 
 from emopipe.cli import run
+from emopipe.config import expand, load_params
 from emopipe.data.sources import fetch
 from emopipe.io import atomic_path, write_csv
-from emopipe.stage import group_pattern, load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
-SECTIONS = {"main": "data", "shift": "shift"}
+SECTIONS = {"main": "data", "shift": "shift"}  # domain -> its params section (`${item}` of download@<domain>)
+PARAMS = ["data_seed", "${item}", "split.group_pattern", "split.shift_group_pattern"]
 
 
 @app.command()
@@ -21,10 +22,10 @@ def main(
 ) -> None:
     if domain not in SECTIONS:
         raise typer.BadParameter(f"domain must be one of {', '.join(SECTIONS)}")
-    p = load_params(params)
     section = SECTIONS[domain]
+    p = load_params(params, only=expand(PARAMS, section))
     with atomic_path(out / domain) as tmp:
-        persons = group_pattern(domain, p.split.group_pattern, p.split.shift_group_pattern)
+        persons = p.split.person_pattern(domain)
         result = fetch(getattr(p, section), section, tmp / "images", p.data_seed, progress, persons)
         manifest = result.manifest.assign(image=[(out / domain / "images" / path).as_posix() for path in result.manifest["path"]])
         write_csv(tmp / "manifest.csv", manifest)

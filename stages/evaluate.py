@@ -9,15 +9,21 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data import store
 from emopipe.engine.crossval import kfold_test, pool
-from emopipe.engine.evaluate import confusion, evaluate, predict_proba
-from emopipe.engine.fit import fit_config
+from emopipe.engine.evaluate import evaluate, predict_proba
+from emopipe.engine.metrics import confusion
 from emopipe.engine.plots import confusion_png
 from emopipe.io import write_csv, write_json
-from emopipe.stage import load_params, model_factory, open_model
+from emopipe.modeling.checkpoint import load_checkpoint
+from emopipe.modeling.models import factory
+from emopipe.runtime import start
 
 app = typer.Typer(add_completion=False, help=__doc__)
+# split.protocol: kfold trains a model per extra fold, as the train stage does (seed, model, train, oversample)
+PARAMS = ["eval", "train", "seed", "data_seed", "model", "model_args", "input.channels", "oversample",
+          "split.protocol", "split.train", "split.val"]
 
 
 def predictions_frame(data: store.TensorSet, probs) -> pd.DataFrame:
@@ -40,8 +46,9 @@ def main(
     plots: Path = typer.Option(Path("plots/eval"), help="folder for predictions.csv and confusion.png"),
     progress: bool = typer.Option(True, help="show progress bars (k-fold training)"),
 ) -> None:
-    p = load_params(params)
-    runtime, net, meta = open_model(model, p.train.precision)
+    p = load_params(params, only=PARAMS)
+    runtime = start(p.train.precision)
+    net, meta = load_checkpoint(model, runtime.device)
     test = store.load(data / "test.pt")
     if p.split.protocol == "kfold":
         everything = pool(store.load(data / "train.pt"), store.load(data / "val.pt"), test)
@@ -50,10 +57,9 @@ def main(
         def predict(fold_model, part: store.TensorSet):
             return predict_proba(fold_model, part.images, meta["input"], runtime, p.eval.batch_size, p.eval.tta, tuple(p.eval.tta_scales))
 
-        result, probs = kfold_test(model_factory(p.model, p.model_args, p.input.channels, test.classes), everything, frame,
-                                   p.split.train / (p.split.train + p.split.val), p.oversample.method, p.oversample.targets,
-                                   p.data_seed, p.seed, meta["input"], fit_config(p.train, p.seed, test.classes), runtime,
-                                   predict, fold0=predict(net, test), progress=progress)
+        result, probs = kfold_test(factory(p.model, p.model_args, p.input.channels, test.classes), everything, frame,
+                                   p.split.train / (p.split.train + p.split.val), p.oversample, p.data_seed, p.seed,
+                                   meta["input"], p.train, runtime, predict, fold0=predict(net, test), progress=progress)
         test = everything
     else:
         result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test.pt"),

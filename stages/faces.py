@@ -5,11 +5,14 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
-from emopipe.data.faces import DROP_COLUMNS, contact_sheet, crop_folder, detection_rates
+from emopipe.config import load_params
+from emopipe.data.faces.crop import DROP_COLUMNS, crop_folder
+from emopipe.data.faces.sheet import contact_sheet
+from emopipe.data.faces.stats import detection_rates
 from emopipe.io import write_csv
-from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
+PARAMS = ["faces"]
 
 
 @app.command()
@@ -22,7 +25,7 @@ def main(
     cache: Path = typer.Option(Path(".cache/faces"), help="crop cache (re-runs skip detection)"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     manifest = pd.read_csv(raw / domain / "manifest.csv")
     if p.faces.enabled:
         f = p.faces

@@ -5,11 +5,12 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data.oversample import oversample
 from emopipe.io import write_csv
-from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
+PARAMS = ["data_seed", "oversample"]
 
 
 @app.command()
@@ -18,7 +19,7 @@ def main(
     train: Path = typer.Option(Path("data/split/train.csv"), help="train split manifest"),
     out: Path = typer.Option(Path("data/oversampled/train.csv"), help="output manifest"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     frame = pd.read_csv(train)
     result = oversample(frame, p.oversample.method, p.oversample.targets, p.data_seed)
     write_csv(out, result)

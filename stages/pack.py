@@ -5,11 +5,12 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data import store
 from emopipe.io import atomic_path
-from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
+PARAMS = ["input"]
 
 
 @app.command()
@@ -20,7 +21,7 @@ def main(
     out: Path = typer.Option(Path("data/packed"), help="output folder"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     manifests = {"train": pd.read_csv(train)} | {name: pd.read_csv(split / f"{name}.csv") for name in ("val", "test", "shift_adapt", "shift_eval")}
     # Class names come from the data: every label of the main domain, in sorted order.
     classes = sorted(set(pd.concat([manifests[n] for n in ("train", "val", "test")])["label"]))

@@ -5,12 +5,13 @@ import pandas as pd
 import typer
 
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data.report import data_report
 from emopipe.data.split import main_splits, shift_classes, split_groups, take_shots
 from emopipe.io import atomic_path, write_csv, write_json
-from emopipe.stage import group_pattern, load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
+PARAMS = ["data_seed", "split", "adapt.shots"]
 
 
 def describe(how: dict) -> str:
@@ -31,14 +32,14 @@ def main(
     out: Path = typer.Option(Path("data/split"), help="output folder"),
     metrics: Path = typer.Option(Path("metrics/data.json"), help="data metrics file"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     main_set = pd.read_csv(faces / "main" / "manifest.csv")
     shift_set, unknown = shift_classes(pd.read_csv(faces / "shift" / "manifest.csv"), set(main_set["label"]), p.split.unknown_shift_classes)
 
     s = p.split
     main_set, groups, unmatched_main = split_groups(main_set, s.near_duplicate_distance, s.group_pattern)
     main_set, how = main_splits(main_set.assign(group=groups), groups, s, p.data_seed)
-    shift_pattern = group_pattern("shift", s.group_pattern, s.shift_group_pattern)
+    shift_pattern = s.person_pattern("shift")
     shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, shift_pattern)
     shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.data_seed))
 

@@ -14,13 +14,14 @@ import typer
 
 from emopipe import numerics
 from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data import store
 from emopipe.engine.crossval import cross_validate, pool
-from emopipe.engine.fit import fit, fit_config
+from emopipe.engine.fit import fit
 from emopipe.engine.plots import curves_png
 from emopipe.io import write_csv, write_json
-from emopipe.modeling.checkpoint import input_spec, save_checkpoint
-from emopipe.modeling.models import count_parameters
+from emopipe.modeling.checkpoint import params_spec, save_checkpoint
+from emopipe.modeling.models import count_parameters, factory
 from emopipe.runtime import (
     Distributed,
     configure_threads,
@@ -28,9 +29,10 @@ from emopipe.runtime import (
     select_runtime,
     torchrun,
 )
-from emopipe.stage import load_params, model_factory
 
 app = typer.Typer(add_completion=False, help=__doc__)
+# faces: recorded in the checkpoint, so predict crops new photos as the training images were
+PARAMS = ["seed", "data_seed", "model", "model_args", "input", "train", "oversample", "faces"]
 
 
 def epoch_summary(history: list[dict], best_epoch: int) -> dict:
@@ -43,13 +45,13 @@ def epoch_summary(history: list[dict], best_epoch: int) -> dict:
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     data: Path = typer.Option(Path("data/packed"), help="pack stage output"),
-    split: Path = typer.Option(Path("data/split"), help="split stage output (duplicate groups, for train.folds > 1)"),
+    split: Path = typer.Option(Path("data/split"), help="split stage output (duplicate groups, for train.cv_folds > 1)"),
     model_out: Path = typer.Option(Path("models/model.pt"), help="checkpoint to write"),
     metrics: Path = typer.Option(Path("metrics/train.json"), help="training metrics file"),
     plots: Path = typer.Option(Path("plots/train"), help="folder for history.csv and curves.png"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    p = load_params(params)
+    p = load_params(params, only=PARAMS)
     numerics.require(p.train.precision)
     if p.train.processes > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(torchrun(p.train.processes, sys.argv))
@@ -58,26 +60,22 @@ def main(
     threads = configure_threads(dist.world_size)
     runtime = select_runtime(p.train.precision, dist.device)
     train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
-    f = p.faces
-    faces = {"enabled": f.enabled, "margin": f.margin, "size": f.size, "detector": f.detector, "align": f.align}
-    spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
-    cfg = fit_config(p.train, p.seed, train_set.classes)
-
-    new_model = model_factory(p.model, p.model_args, p.input.channels, train_set.classes)
+    spec = params_spec(p.input, p.faces)
+    new_model = factory(p.model, p.model_args, p.input.channels, train_set.classes)
 
     cv = None
-    if p.train.folds > 1:
+    if p.train.cv_folds > 1:
         groups = pd.concat([pd.read_csv(split / f"{n}.csv") for n in ("train", "val")]).set_index("image")["group"]
         data_pool = pool(train_set, val_set)
-        cv = cross_validate(new_model, data_pool, groups.loc[data_pool.paths].to_numpy(), p.train.folds, p.oversample.method,
-                            p.oversample.targets, p.data_seed, spec, cfg, runtime, progress)
+        cv = cross_validate(new_model, data_pool, groups.loc[data_pool.paths].to_numpy(), p.train.cv_folds, p.oversample,
+                            p.data_seed, spec, p.train, p.seed, runtime, progress)
     def live(history: list[dict], best_epoch: int) -> None:
         """After each epoch: the history so far and the best epoch so far, for `dvc exp show` / `dvc plots`
         on a running experiment (the VS Code extension reads the same files)."""
         write_csv(plots / "history.csv", pd.DataFrame(history))
         write_json(metrics, epoch_summary(history, best_epoch))
 
-    result = fit(new_model(), train_set, val_set, spec, cfg, runtime, progress, dist, on_epoch=live)
+    result = fit(new_model(), train_set, val_set, spec, p.train, p.seed, runtime, progress, dist, on_epoch=live)
     dist.close()
     if not dist.is_main:
         return

@@ -1,11 +1,25 @@
+import dataclasses
 import os
+from pathlib import Path
 
 import pytest
 import torch
 from e2e import reproduced_sandbox
 
 import emopipe  # noqa: F401  (first: pins the CPU numerics before torch computes)
+from emopipe.config import Params, TrainParams, load_params
 from emopipe.data.store import TensorSet
+
+REPO = Path(__file__).resolve().parents[1]
+# The repository's params.yaml: the one source of defaults (the params dataclasses have none), so a
+# test builds its params from it, e.g. `dataclasses.replace(REPO_PARAMS.split, use_source_splits=True)`.
+REPO_PARAMS: Params = load_params(REPO / "params.yaml")
+
+
+def train_params(**overrides) -> TrainParams:
+    """params.yaml's train section with `overrides`, and no lr schedule unless one is asked for: the
+    short runs of the tests keep a constant lr (params.yaml's onecycle is for the pipeline's full run)."""
+    return dataclasses.replace(REPO_PARAMS.train, **{"scheduler": "none", **overrides})
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n N` (make test): one thread per worker, inherited by the stages the tests start,

@@ -8,7 +8,8 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from emopipe.tools import ablation, report
+from emopipe.errors import UserError
+from emopipe_studies import ablation, report
 
 COMMIT = "a" * 40
 
@@ -104,9 +105,16 @@ def test_dry_run_without_results_uses_params_epochs_and_a_placeholder(tmp_path):
 
 def test_extra_may_not_override_the_grid():
     assert ablation.parse_extra(["data.source=folder", "a.b=x=y"]) == {"data.source": "folder", "a.b": "x=y"}
-    for bad in (["seed=3"], ["model=wider"], ["train.epochs=3"], ["nokey"]):
-        with pytest.raises(typer.BadParameter):
+    for bad in (["seed=3"], ["model=wider"], ["train.epochs=3"]):
+        with pytest.raises(typer.BadParameter, match=f"--extra {bad[0].split('=')[0]} is set by the grid itself"):
             ablation.parse_extra(bad)
+    with pytest.raises(typer.BadParameter, match="--extra wants KEY=VALUE, got 'nokey'"):
+        ablation.parse_extra(["nokey"])
+
+
+def test_a_repo_without_params_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(ablation.app, ["--repo", str(tmp_path), "--dry-run"], env={"COLUMNS": "300"})
+    assert result.exit_code != 0 and "has no params.yaml" in result.output
 
 
 def test_worker_threads_split_the_cores(monkeypatch):
@@ -124,7 +132,7 @@ def test_queue_and_status_go_through_dvcs_api(tmp_path):
     """Experiments queued from one DVC process, read back as data (no text parsing), and removed."""
     import subprocess
 
-    from emopipe.tools.sandbox import tool_env
+    from emopipe_ci.harness import tool_env
 
     def sh(*args):
         subprocess.run(args, cwd=tmp_path, env=tool_env(), check=True, capture_output=True)
@@ -175,7 +183,7 @@ def test_uncached_outputs_surface_real_errors(monkeypatch, tmp_path):
     monkeypatch.setattr(dvc.repo, "Repo", FakeRepo)
     assert ablation.uncached_outputs(tmp_path) == {"plots/eval"}
     monkeypatch.setattr(FakeRepo, "error", DvcException("broken dvc.yaml"))
-    with pytest.raises(RuntimeError, match=f"DVC cannot read the outputs of {tmp_path}: broken dvc.yaml"):
+    with pytest.raises(UserError, match=f"DVC cannot read the outputs of {tmp_path}: broken dvc.yaml"):
         ablation.uncached_outputs(tmp_path)
     monkeypatch.setattr(FakeRepo, "error", AttributeError("'Index' object has no attribute 'outs'"))  # a DVC API change
     with pytest.raises(AttributeError):

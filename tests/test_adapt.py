@@ -1,14 +1,15 @@
 """Few-shot adaptation methods and test-time augmentation views."""
+from dataclasses import replace
+
 import pytest
 import torch
-from conftest import make_toy_set
+from conftest import REPO_PARAMS, make_toy_set, train_params
 from torch import nn
 
-from emopipe.config import ADAPT_METHODS
 from emopipe.data.store import TensorSet
-from emopipe.engine.adapt import METHODS, AdaptConfig, adapt_and_report
-from emopipe.engine.evaluate import predict_proba, tta_views
-from emopipe.engine.fit import FitConfig, fit
+from emopipe.engine.adapt import METHODS, adapt_and_report, adaptation_training
+from emopipe.engine.evaluate import TTA, predict_proba
+from emopipe.engine.fit import fit
 from emopipe.errors import ParamError
 from emopipe.modeling.checkpoint import input_spec
 from emopipe.modeling.models import build
@@ -16,6 +17,12 @@ from emopipe.runtime import seed_everything, select_runtime
 
 SPEC = input_spec(32, 3)
 RUNTIME = select_runtime("fp32")
+BATCH = 128  # evaluation batch
+
+
+def adapt_params(method: str, **changes):
+    """The repo's adapt section with a short adaptation run."""
+    return replace(REPO_PARAMS.adapt, **{"method": method, "epochs": 4, "batch_size": 8, "lr": 1e-3, **changes})
 
 
 def shifted(data: TensorSet, classes: int) -> TensorSet:
@@ -29,7 +36,7 @@ def shifted(data: TensorSet, classes: int) -> TensorSet:
 def domains():
     seed_everything(0)
     source = make_toy_set(n_per_class=16, size=32, seed=0)
-    model = fit(build("small", 4, batch_norm=True), source, None, SPEC, FitConfig(epochs=6, batch_size=16, lr=3e-3),
+    model = fit(build("small", 4, batch_norm=True), source, None, SPEC, train_params(epochs=6, batch_size=16, lr=3e-3), 0,
                 RUNTIME, progress=False).model
     target = shifted(make_toy_set(n_per_class=12, size=32, seed=1), classes=3)
     shots = target.subset(torch.cat([torch.nonzero(target.labels == c).squeeze(1)[:4] for c in range(3)]))
@@ -40,17 +47,20 @@ def domains():
 
 def run(domains, method: str, **changes):
     model, source, shots, rest, test = domains
-    cfg = AdaptConfig(method, FitConfig(epochs=4, batch_size=8, lr=1e-3, seed=0), **changes)
     seed_everything(0)
-    return adapt_and_report(model, shots, rest, test, source, SPEC, cfg, RUNTIME)
+    return adapt_and_report(model, shots, rest, test, source, SPEC, adapt_params(method, **changes), REPO_PARAMS.train, 0, RUNTIME,
+                            BATCH)
 
 
 def bn_buffers(model: nn.Module) -> dict:
     return {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
 
 
-def test_every_configured_method_is_implemented():
-    assert set(METHODS) == set(ADAPT_METHODS)
+def test_the_documented_methods_are_registered_and_an_unknown_one_is_refused(domains):
+    assert set(METHODS) == {"finetune", "head", "bn", "replay"}  # the methods params.yaml's adapt.method lists
+    model, source, shots, rest, test = domains
+    with pytest.raises(ParamError, match="adapt.method='magic' is not a registered adapt method; choose one of: bn, finetune, head, replay"):
+        adapt_and_report(model, shots, rest, test, source, SPEC, adapt_params("magic"), REPO_PARAMS.train, 0, RUNTIME, BATCH)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -97,19 +107,21 @@ def test_finetune_trains_the_backbone_and_replay_mixes_in_source_images(domains)
 def test_bn_needs_batch_norm_layers(domains):
     _, source, shots, rest, test = domains
     plain = build("small", 4)
-    cfg = AdaptConfig("bn", FitConfig(epochs=1, batch_size=8, lr=1e-3))
     with pytest.raises(ParamError, match="adapt.method=bn .* no batch-norm layer"):
-        adapt_and_report(plain, shots, rest, test, source, SPEC, cfg, RUNTIME)
+        adapt_and_report(plain, shots, rest, test, source, SPEC, adapt_params("bn", epochs=1), REPO_PARAMS.train, 0, RUNTIME, BATCH)
 
 
 def test_tta_views():
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
-    assert len(tta_views(x, "none")) == 1 and tta_views(x, "none")[0] is x
-    flip = tta_views(x, "flip", (1.0, 0.5))
+    assert set(TTA) == {"none", "flip", "multiscale"}
+    assert len(TTA["none"](x, (1.0,))) == 1 and TTA["none"](x, (1.0,))[0] is x
+    flip = TTA["flip"](x, (1.0, 0.5))
     assert len(flip) == 2 and torch.equal(flip[1], x.flip(-1))
-    multi = tta_views(x, "multiscale", (1.0, 0.5))
+    multi = TTA["multiscale"](x, (1.0, 0.5))
     assert len(multi) == 4 and all(v.shape == x.shape for v in multi)
     assert not torch.equal(multi[2], x)
+    with pytest.raises(ParamError, match="eval.tta='rotate' is not a registered"):
+        predict_proba(build("small", 4), torch.zeros((1, 3, 8, 8), dtype=torch.uint8), input_spec(8, 3), RUNTIME, tta="rotate")
 
 
 def test_multiscale_at_scale_one_is_the_flip_average(domains):
@@ -120,26 +132,27 @@ def test_multiscale_at_scale_one_is_the_flip_average(domains):
     assert not (predict_proba(model, source.images[:8], SPEC, RUNTIME, tta="multiscale", scales=(1.0, 0.8)) == flip).all()
 
 
-def test_the_adapt_params_become_one_config_for_the_stage_and_the_study():
-    from pathlib import Path
-
-    from emopipe.stage import load_params
-
-    p = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
-    t = p.train
-    cfg = AdaptConfig.from_params(p.adapt, p.seed, t.weight_decay, t.label_smoothing, t.class_weights)
-    assert (cfg.method, cfg.replay, cfg.fit.epochs, cfg.fit.lr, cfg.fit.seed) == (p.adapt.method, p.adapt.replay, p.adapt.epochs, p.adapt.lr, p.seed)
-    assert not cfg.fit.weighted_sampler and cfg.fit.weight_decay == t.weight_decay and cfg.fit.augment == p.adapt.augment
-    varied = AdaptConfig.from_params(p.adapt, 7, t.weight_decay, t.label_smoothing, t.class_weights, "head")
-    assert (varied.method, varied.fit.seed) == ("head", 7)
+def test_the_adaptation_run_takes_the_adapt_budget_and_the_train_regularisation():
+    """finetune, head and replay train with adaptation_training(adapt, train): the stage and the study alike."""
+    p = REPO_PARAMS
+    t = replace(p.train, weight_decay=0.01, label_smoothing=0.2, class_weights=False, loss="focal", focal_alpha={"happy": 2.0},
+                scheduler="onecycle", weighted_sampler=True, grad_clip=1.0, early_stopping=3, augment="targeted",
+                transfer=replace(p.train.transfer, freeze_epochs=2))
+    run = adaptation_training(p.adapt, t)
+    assert (run.epochs, run.batch_size, run.lr, run.augment) == (p.adapt.epochs, p.adapt.batch_size, p.adapt.lr, p.adapt.augment)
+    assert (run.weight_decay, run.label_smoothing, run.class_weights) == (0.01, 0.2, False)
+    assert (run.loss, run.focal_alpha, run.scheduler, run.weighted_sampler, run.grad_clip, run.early_stopping) == ("ce", {}, "none", False, 0.0, 0)
+    assert run.transfer.freeze_epochs == 0  # nothing frozen (head freezes the backbone itself)
+    varied = replace(p.adapt, method="head", epochs=3)
+    assert adaptation_training(varied, t).epochs == 3 and varied.method == "head"
 
 
 def test_the_study_draws_shots_from_the_shift_pool_by_group(tmp_path):
-    """tools.adaptation redraws the shots per seed from the split's shift rows: whole groups, the rest for evaluation."""
+    """The adaptation study redraws the shots per seed from the split's shift rows: whole groups, the rest for evaluation."""
     import pandas as pd
 
     from emopipe.data import store
-    from emopipe.tools.adaptation import draw, shift_pool
+    from emopipe_studies.adaptation import draw, shift_pool
 
     data = make_toy_set(n_per_class=6, size=8)
     (tmp_path / "data" / "split").mkdir(parents=True)
@@ -160,7 +173,7 @@ def test_the_study_draws_shots_from_the_shift_pool_by_group(tmp_path):
 
 
 def test_a_study_run_with_only_keeps_the_other_settings(tmp_path):
-    from emopipe.tools.adaptation import kept_settings
+    from emopipe_studies.adaptation import kept_settings
     out = tmp_path / "adaptation.json"
     assert kept_settings(out, ["b"]) == {}  # nothing measured yet
     out.write_text('{"settings": {"a": {"seeds": [0]}, "b": {"seeds": [0]}}}')

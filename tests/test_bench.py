@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import train_params
 from typer.testing import CliRunner
 
+from emopipe.config import merge
 from emopipe.data import store
-from emopipe.engine.fit import FitConfig
+from emopipe.errors import MissingFileError
 from emopipe.modeling.checkpoint import input_spec
 from emopipe.modeling.models import build
 from emopipe.runtime import select_runtime
-from emopipe.tools import bench
-from emopipe.tools.sandbox import REPO, deep_merge
+from emopipe_ci.harness import REPO
+from emopipe_studies import bench
 
 SIZE = 16
 TINY = {
@@ -34,7 +36,9 @@ MEASURED = ("model_only_img_s", "e2e_img_s", "epoch_s", "e2e_ratio", "inference_
 def tiny(tmp_path, toy_set) -> tuple[Path, Path]:
     """(params file, packed folder): the repo's params with a tiny model, and 24 random 16×16 images."""
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)))
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    merge(tree, TINY)
+    params.write_text(yaml.safe_dump(tree))
     packed = tmp_path / "packed"
     packed.mkdir()
     store.save(packed / "train.pt", toy_set(n_per_class=6, size=SIZE))
@@ -48,12 +52,12 @@ def tiny_model() -> torch.nn.Module:
 
 def test_measurement_functions_return_positive_rates(toy_set):
     runtime = select_runtime("fp32")
-    cfg = FitConfig(epochs=3, batch_size=8, lr=1e-3)
+    t = train_params(epochs=3, batch_size=8, lr=1e-3)
     spec = input_spec(SIZE, 3)
     data = toy_set(n_per_class=4, size=SIZE)
 
-    assert bench.model_only_rate(tiny_model(), runtime, cfg, 4, 3, SIZE, warmup=1, repeats=3) > 0
-    rate, seconds, model = bench.end_to_end_epoch(tiny_model, data, spec, cfg, runtime, warmup=1)
+    assert bench.model_only_rate(tiny_model(), runtime, t, 4, 3, SIZE, warmup=1, repeats=3) > 0
+    rate, seconds, model = bench.end_to_end_epoch(tiny_model, data, spec, t, 0, runtime, warmup=1)
     assert rate > 0 and seconds > 0 and isinstance(model, torch.nn.Module)
     assert bench.inference_rate(model, data.images, spec, runtime, batch_size=8, warmup=1, repeats=2) > 0
     assert bench.peak_rss_mb() > 0
@@ -86,5 +90,5 @@ def test_cli_prints_every_row_and_writes_json(tiny, tmp_path):
 def test_missing_packed_data_names_the_fix(tiny, tmp_path):
     params, _ = tiny
     result = CliRunner().invoke(bench.app, ["--params", str(params), "--data", str(tmp_path / "nowhere"), "--no-repro"])
-    assert isinstance(result.exception, FileNotFoundError)
+    assert isinstance(result.exception, MissingFileError)  # a UserError: one line, exit 2 under cli.run
     assert "dvc repro pack" in str(result.exception)

@@ -2,23 +2,29 @@
 folder of person-named frames evaluated by person-grouped k-fold (issue 15)."""
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import REPO, REPO_PARAMS
 
-from emopipe.config import SplitParams
+from emopipe.apps.recipe import check_choices, recipe_file
+from emopipe.config import SplitParams, load_params, merge
 from emopipe.data import synthetic
 from emopipe.data.intake import IntakeError, ingest_folder, source_splits
 from emopipe.data.split import assign_folds, fold_split, main_splits, source_split
 from emopipe.errors import ParamError
-from emopipe.stage import load_params
-from emopipe.tools.recipe import merge, recipe_file
-from emopipe.tools.sandbox import make_sandbox, sh
+from emopipe_ci.harness import make_sandbox, repro, run, set_params
 
 CKPLUS_PERSON = r"^(S\d+)_"
+
+
+def split_params(**changes) -> SplitParams:
+    """params.yaml's split section (holdout, use_source_splits: null) with `changes`."""
+    return replace(REPO_PARAMS.split, **changes)
 
 
 def fer_folder(root: Path, train: int = 12, test: int = 4, classes=("happy", "sad", "anger"), size: int = 48) -> Path:
@@ -94,14 +100,14 @@ def test_a_source_val_split_is_kept_as_is():
 def test_main_splits_follow_use_source_splits():
     f = frame_with(["train"] * 40 + ["test"] * 10, ["a", "b"] * 25)
     groups = np.arange(50)
-    out, how = main_splits(f, groups, SplitParams(), seed=0)  # null: use them when found
+    out, how = main_splits(f, groups, split_params(use_source_splits=None), seed=0)  # null: use them when found
     assert how["mode"] == "source" and (out["split"][40:] == "test").all()
-    out, how = main_splits(f, groups, SplitParams(use_source_splits=False), seed=0)
+    out, how = main_splits(f, groups, split_params(use_source_splits=False), seed=0)
     assert how == {"source_splits_found": True, "mode": "holdout"} and (out["split"][40:] != "test").any()
     plain = f.drop(columns="source_split")
-    assert main_splits(plain, groups, SplitParams(), seed=0)[1] == {"source_splits_found": False, "mode": "holdout"}
+    assert main_splits(plain, groups, split_params(use_source_splits=None), seed=0)[1] == {"source_splits_found": False, "mode": "holdout"}
     with pytest.raises(ParamError, match="split.use_source_splits is true"):
-        main_splits(plain, groups, SplitParams(use_source_splits=True), seed=0)
+        main_splits(plain, groups, split_params(use_source_splits=True), seed=0)
 
 
 def test_kfold_folds_never_share_a_person_and_fold_zero_is_the_test_split():
@@ -111,7 +117,7 @@ def test_kfold_folds_never_share_a_person_and_fold_zero_is_the_test_split():
     assert pd.Series(folds).groupby(persons).nunique().max() == 1
     assert sorted(np.bincount(folds)) == [24] * 5
     f = pd.DataFrame({"source": [f"S{p}_{i}.jpg" for i, p in enumerate(persons)], "label": labels})
-    out, how = main_splits(f, persons, SplitParams(protocol="kfold"), seed=0)
+    out, how = main_splits(f, persons, split_params(protocol="kfold", test_folds=5, use_source_splits=None), seed=0)
     assert how["mode"] == "kfold" and (out["fold"] == folds).all()
     assert ((out["split"] == "test") == (folds == 0)).all()
     rest = fold_split(labels, persons, folds, 0, 0.7 / 0.85, seed=0)
@@ -120,7 +126,7 @@ def test_kfold_folds_never_share_a_person_and_fold_zero_is_the_test_split():
 
 def test_kfold_with_required_source_splits_is_refused(tmp_path):
     params = tmp_path / "params.yaml"
-    tree = yaml.safe_load(Path("params.yaml").read_text())
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
     tree["split"] |= {"protocol": "kfold", "use_source_splits": True}
     params.write_text(yaml.safe_dump(tree))
     with pytest.raises(ParamError, match="choose one"):
@@ -129,11 +135,11 @@ def test_kfold_with_required_source_splits_is_refused(tmp_path):
 
 @pytest.mark.parametrize("name", ["fer2013", "ckplus", "six-emotions"])
 def test_each_benchmark_recipe_is_valid(tmp_path, name):
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    merge(params, yaml.safe_load(recipe_file(name).read_text()))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    merge(params, yaml.safe_load(recipe_file(name, REPO / "recipes").read_text()))
     params["data"]["folder"] = str(tmp_path)  # what `--data` gives a recipe for local folders
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    load_params(tmp_path / "params.yaml")
+    check_choices(load_params(tmp_path / "params.yaml"))  # types and ranges, and every registered choice
 
 
 # The real pipeline on each shape (dvc repro up to evaluate), on a config small enough for CI.
@@ -143,11 +149,9 @@ QUICK = {"shift": {"source": "none"}, "model": "cnn", "model_args": {"batch_norm
 
 def run_recipe(tmp_path: Path, recipe: str, folder: Path, **more) -> Path:
     repo = make_sandbox(tmp_path / "repo")
-    sh(repo, "python", "-m", "emopipe.tools.recipe", recipe, "--data", str(folder))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    merge(params, QUICK | more)  # as a recipe is applied: model_args replaced whole, other sections key by key
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(repo, "dvc", "repro", "evaluate")
+    run(repo, "python", "-m", "emopipe.apps.recipe", recipe, "--data", str(folder))
+    set_params(repo, QUICK | more)  # as a recipe is applied: model_args replaced whole, other sections key by key
+    repro(repo, "evaluate")
     return repo
 
 
@@ -173,7 +177,7 @@ def test_a_fer2013_shaped_folder_keeps_its_own_test_split(tmp_path):
 @pytest.mark.slow
 def test_a_ckplus_shaped_folder_runs_person_grouped_kfold(tmp_path):
     folder = ckplus_folder(tmp_path / "ck")
-    repo = run_recipe(tmp_path, "ckplus", folder, split={"folds": 3}, faces={"enabled": False})
+    repo = run_recipe(tmp_path, "ckplus", folder, split={"test_folds": 3}, faces={"enabled": False})
     rows = pd.concat([pd.read_csv(repo / f"data/split/{n}.csv") for n in ("train", "val", "test")])
     persons = rows["source"].map(lambda s: re.match(CKPLUS_PERSON, Path(s).name).group(1))
     assert rows.groupby(persons)["fold"].nunique().max() == 1  # nobody in two folds

@@ -1,23 +1,35 @@
-"""dvc.yaml cannot go stale: every stage declares each module of the package its script imports
-and each param of params.yaml its script reads."""
-import ast
+"""A stage depends on the code it runs, and only that (dvc.yaml's code deps are generated from the import
+graph by emopipe_ci.deps), and reads only the params it declares (PARAMS, the same list as in dvc.yaml)."""
 import dataclasses
-import typing
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from emopipe.config import Params
+from emopipe.config import Undeclared, UndeclaredParamError, load_params
+from emopipe_ci import deps
+from emopipe_ci.harness import make_sandbox
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"
 DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 STAGES = {name: stage.get("do", stage) for name, stage in DVC.items()}
+DATA_STAGES = ("download", "faces", "split", "oversample", "pack")
 
 
-def stage_script(stage: dict) -> str:
-    return next(arg for arg in stage["cmd"].split() if arg.startswith("stages/"))
+def instances(name: str) -> list[str]:
+    """DVC's names of a stage: download@main and download@shift for a foreach stage."""
+    foreach = DVC[name].get("foreach")
+    return [f"{name}@{key}" for key in (foreach if isinstance(foreach, list) else foreach or {})] or [name]
+
+
+def closure(name: str) -> set[Path]:
+    return deps.import_closure(REPO / deps.script_of(STAGES[name]), SRC)
 
 
 def test_stages_run_the_code_of_their_own_workspace():
@@ -26,220 +38,134 @@ def test_stages_run_the_code_of_their_own_workspace():
     assert all(stage["cmd"].startswith("PYTHONPATH=src python stages/") for stage in STAGES.values())
 
 
-def module_file(dotted: str) -> Path | None:
-    base = SRC.joinpath(*dotted.split("."))
-    return next((f for f in (base.with_suffix(".py"), base / "__init__.py") if f.exists()), None)
+def test_dvc_yaml_is_what_the_generator_writes():
+    current, wanted = deps.regenerate(REPO)
+    assert current == wanted, "dvc.yaml's code deps or params are stale: run `make deps`"
 
 
-def import_closure(script: Path, seen: set[Path] | None = None) -> set[Path]:
-    """The package's files that `script` imports, directly or through each other (parents' __init__ included)."""
-    seen = set() if seen is None else seen
-    for node in ast.walk(ast.parse(script.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
-        else:
-            continue
-        for name in (n for n in names if n.split(".")[0] == "emopipe"):
-            parts = name.split(".")
-            for file in filter(None, (module_file(".".join(parts[:i])) for i in range(1, len(parts) + 1))):
-                if file not in seen:
-                    seen.add(file)
-                    import_closure(file, seen)
-    return seen
+def test_the_closure_sees_imports_inside_functions_and_parent_packages():
+    files = {f.relative_to(SRC).as_posix() for f in closure("train")}
+    assert {"emopipe/engine/fit.py", "emopipe/numerics.py", "emopipe/data/__init__.py"} <= files
+    assert "emopipe/modeling/vits.py" in files  # imported inside the vit builders only
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_declares_every_module_it_imports(name):
-    stage = STAGES[name]
-    script = REPO / stage_script(stage)
-    declared = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
-    needed = {str(f.relative_to(REPO)) for f in import_closure(script)} | {str(script.relative_to(REPO))}
-    assert not needed - declared, f"dvc.yaml stage {name!r} misses deps: {sorted(needed - declared)}"
+@pytest.mark.parametrize("name", DATA_STAGES)
+def test_data_stages_run_no_model_code(name):
+    """Editing a model, a loss or the training loop must not re-run download, faces, split, oversample or pack."""
+    code = [f.relative_to(SRC).as_posix() for f in closure(name)]
+    assert not [f for f in code if f.startswith(("emopipe/modeling/", "emopipe/engine/"))]
+    assert "emopipe/runtime.py" not in code
 
 
-def test_the_closure_sees_indirect_imports():
-    closure = {f.relative_to(SRC).as_posix() for f in import_closure(REPO / "stages/train.py")}
-    assert {"emopipe/engine/fit.py", "emopipe/numerics.py", "emopipe/data/augment.py"} <= closure
+def test_compact_lists_a_folder_only_when_every_file_in_it_is_a_dependency(tmp_path):
+    package = tmp_path / "emopipe"
+    for rel in ("__init__.py", "a/__init__.py", "a/x.py", "b/__init__.py", "b/y.py", "b/z.py"):
+        (package / rel).parent.mkdir(parents=True, exist_ok=True)
+        (package / rel).write_text("")
+    files = {package / r for r in ("__init__.py", "a/__init__.py", "a/x.py", "b/__init__.py", "b/y.py")}
+    assert deps.compact(files, tmp_path) == sorted([package / "__init__.py", package / "a", package / "b/__init__.py", package / "b/y.py"])
 
 
-def declared_params(stage: dict) -> set[str]:
-    """The params.yaml keys a dvc.yaml stage declares (string entries: the default params file).
-
-    A foreach stage declares those of all its instances together, `${key}` and `${item}` expanded:
-    the download script picks its section (data or shift) from its command-line argument.
-    """
-    foreach = stage.get("foreach")
-    instances = foreach.items() if isinstance(foreach, dict) else enumerate(foreach or [None])
-    entries = [e for e in stage.get("do", stage).get("params", []) if isinstance(e, str)]
-    return {e.replace("${key}", str(key)).replace("${item}", str(item)) for key, item in instances for e in entries}
-
-
-def param_key(path: list[str]) -> str:
-    """The params.yaml key that the attribute path `path` on a `Params` reads.
-
-    It follows sections (dataclasses) and ends at the first field that is not one, so
-    `train.epochs.real` reads `train.epochs` and `train` alone the whole section; [] is the whole object.
-    """
-    key, cls = [], Params
-    for attr in path:
-        if not dataclasses.is_dataclass(cls):
-            break
-        key.append(attr)
-        cls = typing.get_type_hints(cls).get(attr)
-    return ".".join(key)
-
-
-def assigned(tree: ast.AST, name: str) -> list[ast.expr]:
-    """The values assigned to `name` anywhere in `tree`."""
-    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == name for t in n.targets)]
-
-
-def strings(expr: ast.expr, tree: ast.AST) -> set[str]:
-    """The strings `expr` can be: a constant, a name bound to one, or an item of a dict literal (`SECTIONS[domain]`)."""
-    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-        return {expr.value}
-    if isinstance(expr, ast.Name):
-        options = assigned(tree, expr.id)
-    elif isinstance(expr, ast.Subscript) and isinstance(expr.value, ast.Name):
-        options = [v for d in assigned(tree, expr.value.id) if isinstance(d, ast.Dict) for v in d.values]
-    else:
-        options = []
-    if not options:
-        raise ValueError(f"line {expr.lineno}: getattr on the params with {ast.unparse(expr)!r}, which is no known string")
-    return set().union(*(strings(o, tree) for o in options))
-
-
-def climb(name: ast.Name, paths: list[list[str]], tree: ast.AST, parents: dict) -> tuple[ast.expr, list[list[str]]]:
-    """From a use of a params name, up through `getattr(name, ...)` and `.attr`: the outermost expression and its paths."""
-    node, call = name, parents.get(name)
-    if isinstance(call, ast.Call) and ast.unparse(call.func) == "getattr" and call.args[0] is name:
-        node, paths = call, [path + [attr] for path in paths for attr in strings(call.args[1], tree)]
-    while isinstance(parent := parents.get(node), ast.Attribute):
-        node, paths = parent, [path + [parent.attr] for path in paths]
-    return node, paths
-
-
-def loads_params(expr: ast.expr) -> bool:
-    """Whether `expr` is a call of `load_params` (bare or `module.load_params`)."""
-    return isinstance(expr, ast.Call) and ast.unparse(expr.func).split(".")[-1] == "load_params"
-
-
-def alias_bound(expr: ast.expr, parents: dict) -> str | None:
-    """The name that `expr` is assigned to on its own (`a = expr`), if it is."""
-    assign = parents.get(expr)
-    if isinstance(assign, ast.Assign) and assign.value is expr and len(assign.targets) == 1:
-        return getattr(assign.targets[0], "id", None)
-    return None
-
-
-def params_read(source: str) -> set[str]:
-    """The params.yaml keys a stage script reads, found statically.
-
-    Names bound to `load_params(...)` hold the params; a name bound to an expression on them
-    (`a = p.adapt`) is an alias of that path. Names are not scoped: a stage script is one small module.
-    Raises ValueError where the reads cannot be seen: the whole params object passed on, or a getattr
-    with a name that is not a known string.
-    """
-    tree = ast.parse(source)
-    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
-    roots = {t.id: [[]] for n in ast.walk(tree) if isinstance(n, ast.Assign) and loads_params(n.value)
-             for t in n.targets if isinstance(t, ast.Name)}
-    uses = sorted((n for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)),
-                  key=lambda n: (n.lineno, n.col_offset))
-    reads = set()
-    for name in uses:
-        if name.id not in roots:  # an alias is a root from its assignment on
-            continue
-        top, paths = climb(name, roots[name.id], tree, parents)
-        if alias := alias_bound(top, parents):
-            roots[alias] = paths
-            continue
-        keys = {param_key(path) for path in paths}
-        if "" in keys:
-            raise ValueError(f"line {name.lineno} passes the whole params object on: pass explicit sections instead")
-        reads |= keys
-    return reads
+# ---------------------------------------------------------------------------- the params a stage may read
+def test_a_stage_reads_what_it_declares_and_nothing_else():
+    p = load_params(REPO / "params.yaml", only=["seed", "adapt", "train.precision", "split.group_pattern"])
+    assert p.seed == 0 and p.adapt.shots > 0 and p.train.precision == "fp32" and p.split.group_pattern is None
+    assert isinstance(p.train.epochs, Undeclared) and isinstance(p.model, Undeclared)
+    for read in (lambda: p.train.epochs + 1, lambda: p.model == "small", lambda: bool(p.data_seed), lambda: p.faces.enabled,
+                 lambda: f"{p.split.train}", lambda: {**p.model_args}, lambda: int(p.data_seed)):
+        with pytest.raises(UndeclaredParamError, match="without declaring it"):
+            read()
+    # copying a section is not reading it: a stage may pass on what it did not declare, untouched
+    assert dataclasses.replace(p.train, epochs=3).epochs == 3
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_declares_every_param_it_reads(name):
-    script = REPO / stage_script(STAGES[name])
-    try:
-        reads = params_read(script.read_text())
-    except ValueError as err:
-        pytest.fail(f"dvc.yaml stage {name!r}: cannot tell which params {script.name} reads: {err}")
-    declared = declared_params(DVC[name])
-    missing = sorted(k for k in reads if not any(k == d or k.startswith(d + ".") for d in declared))
-    assert not missing, f"dvc.yaml stage {name!r} misses params: {missing}"
+def test_every_stage_declares_params_in_its_script(name):
+    assert deps.declared_params(REPO / deps.script_of(STAGES[name])) == STAGES[name].get("params", [])
 
 
-@pytest.mark.parametrize("source, reads", [
-    pytest.param("p = load_params()\nf(p.eval.batch_size)", {"eval.batch_size"}, id="key"),
-    pytest.param("p = config.load_params(x)\nfit(p.train)\nb = p.train.transfer\nf(b.freeze_epochs, p.seed)",
-                 {"train", "train.transfer.freeze_epochs", "seed"}, id="section"),
-    pytest.param("p = load_params()\na = p.adapt\nbs = a.batch_size\nf(a.lr, bs, p.model_args.get('x'))",
-                 {"adapt.lr", "adapt.batch_size", "model_args"}, id="alias"),
-    pytest.param("S = {'main': 'data'}\np = load_params()\ns = S[d]\nf(getattr(p, s).source, getattr(p, 'shift'))",
-                 {"data.source", "shift"}, id="getattr"),
-])
-def test_the_analysis_sees_indirect_reads(source, reads):
-    assert params_read(source) == reads
-
-
-@pytest.mark.parametrize("source", ["p = load_params()\nfit(p)", "p = load_params()\nf(getattr(p, name()))"])
-def test_the_analysis_refuses_reads_it_cannot_see(source):
-    with pytest.raises(ValueError):
-        params_read(source)
-
-
-# The package's layers, bottom first: a module may import its own layer and those below it only.
-LAYERS = [
-    {"errors"},
-    {"config", "io", "numerics"},
-    {"runtime", "data"},
-    {"modeling"},
-    {"engine"},
-    {"stage", "cli", "tools"},
-]
-
-
-def layer_of(module: str) -> int:
-    head = module.split(".")[1]
-    return next(i for i, names in enumerate(LAYERS) if head in names)
-
-
-def test_imports_point_one_way():
-    """tools → engine → modeling → data/runtime → config/io/numerics → errors; never upwards, so no cycle."""
-    upward = []
-    for file in SRC.joinpath("emopipe").rglob("*.py"):
-        module = ".".join(file.relative_to(SRC).with_suffix("").parts)
-        if file.name == "__init__.py" and module == "emopipe.__init__":
-            continue
-        for node in ast.walk(ast.parse(file.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("emopipe."):
-                targets = [node.module]
-            elif isinstance(node, ast.ImportFrom) and node.module == "emopipe":
-                targets = [f"emopipe.{a.name}" for a in node.names]
-            else:
-                continue
-            upward += [f"{module} imports {t}" for t in targets if layer_of(t) > layer_of(module)]
-    assert not upward, upward
-
-
-def test_pack_declares_the_image_folders_it_reads():
-    """pack decodes the files the split manifests name; a changed crop (e.g. faces.align) keeps its
-    path, so the manifests alone do not change and pack would not re-run without these deps."""
-    assert {"data/raw", "data/faces"} <= set(STAGES["pack"]["deps"])
-
-
-def test_dvc_lists_the_trained_and_the_adapted_model_as_artifacts():
+# ---------------------------------------------------------------------------- checked against DVC and Python
+def test_an_edit_to_a_module_stales_exactly_the_stages_that_import_it(tmp_path):
+    """Each module of the package edited in turn in a copy of the repo: `dvc status` lists as changed
+    exactly the stages whose import closure holds that module (their code deps in dvc.lock)."""
     from dvc.repo import Repo
 
-    with Repo(str(REPO)) as repo:
-        artifacts = {name: a for found in repo.artifacts.read().values() for name, a in found.items()}
-    outs = {next(iter(o)) if isinstance(o, dict) else o for stage in STAGES.values() for o in stage.get("outs", [])}
-    assert {a.path for a in artifacts.values()} == {"models/model.pt", "models/adapted.pt"} <= outs
-    assert all(a.type == "model" and a.desc and a.labels for a in artifacts.values())
+    copy = make_sandbox(tmp_path / "repo")  # the tracked and unignored files: no data, no outputs
+    closures = {name: {f.relative_to(REPO).as_posix() for f in closure(name)} for name in STAGES}
+    modules = sorted(f.relative_to(REPO).as_posix() for f in (SRC / "emopipe").rglob("*.py"))
+    lock = yaml.safe_load((copy / "dvc.lock").read_text())["stages"]
+    assert all(any(d["path"].startswith("src/") for d in lock[s]["deps"]) for n in STAGES for s in instances(n)), \
+        "dvc.lock lacks code deps: run `dvc repro` after `make deps`"
+    wrong = []
+    with Repo(str(copy)) as repo:
+        for module in modules:
+            original = (copy / module).read_text()
+            (copy / module).write_text(original + "\n# an edit\n")
+            try:
+                status = repo.status()
+            finally:
+                (copy / module).write_text(original)
+            stale = {stage.rsplit(":", 1)[-1] for stage, changes in status.items() for change in changes if isinstance(change, dict)
+                     for path in change.get("changed deps", {}) if module == path or module.startswith(path.rstrip("/") + "/")}
+            expected = {s for n, files in closures.items() if module in files for s in instances(n)}
+            if stale != expected:
+                wrong.append(f"{module}: dvc status {sorted(stale)}, import closure {sorted(expected)}")
+    assert not wrong, "\n".join(wrong)
+
+
+LOADED = """
+import json, runpy, sys
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print(json.dumps(sorted(m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+                       and m.__name__.split(".")[0] == "emopipe")))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_the_static_closure_holds_every_module_a_stage_loads(name):
+    """What Python really loads when a stage script starts is among its declared code deps (nothing is
+    imported in a way the import graph cannot see)."""
+    script = REPO / deps.script_of(STAGES[name])
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    done = subprocess.run([sys.executable, "-c", LOADED, str(script)], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    loaded = {Path(f).resolve() for f in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert loaded - {f.resolve() for f in closure(name)} == set()
+
+
+RUN_WATCHING_TORCH = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    print("torch imported:", "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+def test_the_data_stages_run_without_torch(tmp_path):
+    """download, faces (disabled), split and oversample on a tiny generated set: download, split and
+    oversample never import torch (a model edit cannot reach them, and they start in a second)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section in ("data", "shift"):
+        params[section]["synthetic_counts"] = dict.fromkeys(["happy", "sad"], 16)
+        params[section]["synthetic_size"] = 32
+    params["adapt"]["shots"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    common = ["--params", str(tmp_path / "params.yaml")]
+    steps = [("download", ["main", "--out", f"{tmp_path}/raw", "--no-progress"], False),
+             ("download", ["shift", "--out", f"{tmp_path}/raw", "--no-progress"], False),
+             ("faces", ["main", "--raw", f"{tmp_path}/raw", "--out", f"{tmp_path}/faces", "--sheet", f"{tmp_path}/sheets", "--no-progress"], None),
+             ("faces", ["shift", "--raw", f"{tmp_path}/raw", "--out", f"{tmp_path}/faces", "--sheet", f"{tmp_path}/sheets", "--no-progress"], None),
+             ("split", ["--faces", f"{tmp_path}/faces", "--raw", f"{tmp_path}/raw", "--out", f"{tmp_path}/split", "--metrics", f"{tmp_path}/data.json"], False),
+             ("oversample", ["--train", f"{tmp_path}/split/train.csv", "--out", f"{tmp_path}/oversampled/train.csv"], False)]
+    for script, args, torch_allowed in steps:
+        done = subprocess.run([sys.executable, "-c", RUN_WATCHING_TORCH, f"stages/{script}.py", *args, *common], cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        if torch_allowed is False:
+            assert "torch imported: False" in done.stderr, f"{script} imported torch"
+    assert len(pd.read_csv(tmp_path / "oversampled" / "train.csv")) >= len(pd.read_csv(tmp_path / "split" / "train.csv")) > 0

@@ -10,6 +10,8 @@ import yaml
 
 from emopipe.data import store
 
+pytestmark = pytest.mark.slow  # torchrun jobs of the real train stage: the full loop (make test-e2e)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -5,10 +5,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_PARAMS
 from PIL import Image
 
 from emopipe.config import RenderParams, SourceParams
-from emopipe.data.sources import fetch, part_position
+from emopipe.data.sources import fetch, part_position, renderer
 from emopipe.data.split import shift_classes
 from emopipe.errors import ParamError
 
@@ -26,7 +27,19 @@ def photo_folder(root: Path, classes: dict[str, list[str]]) -> Path:
 
 
 def folder_source(root: Path, **changes) -> SourceParams:
-    return replace(SourceParams(source="folder", folder=str(root)), **changes)
+    """params.yaml's data section, reading the folder `root`."""
+    return replace(REPO_PARAMS.data, **{"source": "folder", "folder": str(root), **changes})
+
+
+def render(**changes) -> RenderParams:
+    """params.yaml's render settings (which leave a photo as it is) with `changes`."""
+    return replace(REPO_PARAMS.data.render, **changes)
+
+
+def test_the_default_render_leaves_photos_alone_and_any_change_does_not():
+    assert REPO_PARAMS.data.render.identity and renderer(REPO_PARAMS.data.render) is None
+    for change in ({"greyscale": True}, {"crop": 0.9}, {"size": 48}, {"contrast": 0.5}, {"brightness": 0.5}, {"blur": 1.0}):
+        assert not render(**change).identity and renderer(render(**change)) is not None
 
 
 @pytest.fixture
@@ -53,8 +66,7 @@ def test_two_parts_of_one_folder_share_no_person_and_lose_no_file(people, tmp_pa
 
 
 def test_render_makes_grey_tight_crops_at_the_size_asked(people, tmp_path):
-    render = RenderParams(greyscale=True, crop=0.5, size=24)
-    result = fetch(folder_source(people, render=render), "shift", tmp_path / "out", seed=0, progress=False)
+    result = fetch(folder_source(people, render=render(greyscale=True, crop=0.5, size=24)), "shift", tmp_path / "out", seed=0, progress=False)
     with Image.open(tmp_path / "out" / result.manifest["path"][0]) as img:
         pixels = np.asarray(img.convert("RGB")).astype(int)
     assert pixels.shape == (24, 24, 3)
@@ -63,15 +75,15 @@ def test_render_makes_grey_tight_crops_at_the_size_asked(people, tmp_path):
 
 
 def test_a_camera_render_dims_flattens_and_blurs(people, tmp_path):
-    def pixels(render: RenderParams) -> np.ndarray:
-        out = tmp_path / str(hash(render))
-        result = fetch(folder_source(people, render=render), "shift", out, seed=0, progress=False)
+    def pixels(look: RenderParams) -> np.ndarray:
+        out = tmp_path / str(hash(look))
+        result = fetch(folder_source(people, render=look), "shift", out, seed=0, progress=False)
         with Image.open(out / sorted(result.manifest["path"])[0]) as img:
             return np.asarray(img.convert("L")).astype(float)
 
-    plain = pixels(RenderParams(greyscale=True))
-    dim, flat = pixels(RenderParams(greyscale=True, brightness=0.5)), pixels(RenderParams(greyscale=True, contrast=0.5))
-    blurred = pixels(RenderParams(greyscale=True, blur=2.0))
+    plain = pixels(render(greyscale=True))
+    dim, flat = pixels(render(greyscale=True, brightness=0.5)), pixels(render(greyscale=True, contrast=0.5))
+    blurred = pixels(render(greyscale=True, blur=2.0))
     assert dim.mean() == pytest.approx(plain.mean() / 2, rel=0.05)
     assert flat.std() == pytest.approx(plain.std() / 2, rel=0.1) and flat.mean() == pytest.approx(plain.mean(), rel=0.05)
     assert np.abs(np.diff(blurred)).mean() < np.abs(np.diff(plain)).mean() / 2  # neighbours alike: detail gone
@@ -95,7 +107,7 @@ def test_class_params_naming_nothing_fail_in_one_line(people, tmp_path, changes,
 
 
 def test_a_source_of_none_has_no_images(tmp_path):
-    result = fetch(SourceParams(source="none"), "shift", tmp_path / "out", seed=0, progress=False)
+    result = fetch(replace(REPO_PARAMS.shift, source="none"), "shift", tmp_path / "out", seed=0, progress=False)
     assert result.manifest.empty and result.rejects.empty and "label" in result.manifest.columns
 
 

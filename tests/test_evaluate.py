@@ -1,10 +1,10 @@
 """evaluate on an empty set: a one-line user error naming the file, not a crash later on."""
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from emopipe.data import store
@@ -27,7 +27,7 @@ def test_evaluate_refuses_an_empty_set():
 def test_evaluate_stage_names_the_empty_file(tmp_path):
     save_checkpoint(tmp_path / "model.pt", build("small", 2), "small", {}, ["a", "b"], input_spec(32, 3))
     store.save(tmp_path / "test.pt", EMPTY)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": {"synthetic_counts": {"a": 1}}, "shift": {"synthetic_counts": {"a": 1}}}))
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")  # every param must be set: the repository's
     spec = importlib.util.spec_from_file_location("evaluate_stage", REPO / "stages" / "evaluate.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

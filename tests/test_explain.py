@@ -138,8 +138,9 @@ def test_stage_end_to_end(toy_set, tmp_path):
     data = toy_set(n_per_class=3)
     save_checkpoint(tmp_path / "model.pt", build("small", 4), "small", {}, data.classes, SPEC)
     store.save(tmp_path / "test.pt", data)
-    params = {"data": {"synthetic_counts": {"a": 1}}, "shift": {"synthetic_counts": {"a": 1}},
-              "eval": {"batch_size": 5}, "train": {"precision": "fp32"}}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["eval"]["batch_size"] = 5
+    params["train"]["precision"] = "fp32"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "plots" / "explain"
     out.mkdir(parents=True)

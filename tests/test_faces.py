@@ -10,25 +10,29 @@ import pytest
 from matplotlib import cbook
 from PIL import Image
 
-from emopipe import stage
-from emopipe.data import faces
-from emopipe.data.faces import (
+from emopipe.data.faces import crop as crop_module
+from emopipe.data.faces.crop import DROP_COLUMNS, crop_folder, find_and_crop
+from emopipe.data.faces.detectors import (
     DETECTORS,
-    FaceBox,
     FaceDetector,
     MtcnnDetector,
-    align_face,
-    contact_sheet,
-    crop_face,
-    crop_folder,
-    detection_rates,
-    find_and_crop,
     make_detector,
+    require_landmarks,
 )
+from emopipe.data.faces.geometry import FaceBox, align_face, crop_face
+from emopipe.data.faces.sheet import contact_sheet
+from emopipe.data.faces.stats import detection_rates
 from emopipe.data.synthetic import generate
 from emopipe.errors import MissingFileError, ParamError
 
 MUXSPACE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "muxspace-dev"
+# crop_folder's settings in these tests (params.yaml's faces section as it ships); a test changes one at a time
+SETTINGS = {"no_face": "keep", "margin": 0.25, "size": 160, "detector": "haar", "align": False}
+
+
+def crop_all(manifest: pd.DataFrame, out: Path, **changes):
+    """crop_folder with SETTINGS, `changes` over them, no progress bar."""
+    return crop_folder(manifest, out, **(SETTINGS | {"progress": False} | changes))
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +96,11 @@ def test_min_size_fraction_is_checked():
 # --- the detector registry and MTCNN ------------------------------------------------------
 
 def test_registry_matches_the_param_choices():
-    assert set(DETECTORS) == {"haar", "mtcnn"} and stage.CHOICES["faces.detector"] is DETECTORS
+    assert set(DETECTORS) == {"haar", "mtcnn"} and DETECTORS.param == "faces.detector"
     assert isinstance(make_detector("haar"), FaceDetector)
-    with pytest.raises(ParamError, match="faces.detector='dlib'"):
+    with pytest.raises(ParamError, match="faces.detector='dlib' is not a registered detector; choose one of: haar, mtcnn"):
         make_detector("dlib")
+    assert all(DETECTORS[name].name == name for name in DETECTORS)  # each knows its key (alignment's error names it)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +176,7 @@ def test_mtcnn_without_facenet_pytorch_is_one_clear_error(tmp_path, photos, monk
         make_detector("mtcnn")
     assert "\n" not in str(err.value)
     with pytest.raises(MissingFileError, match="run make install"):
-        crop_folder(photos, tmp_path / "faces", detector="mtcnn", progress=False)
+        crop_all(photos, tmp_path / "faces", detector="mtcnn")
 
 
 # --- alignment ---------------------------------------------------------------------------
@@ -242,7 +247,7 @@ class FakeMtcnn:
 
 def test_aligned_crop_has_level_eyes():
     image, _ = tilted_face(20.0)
-    straight, box = find_and_crop(image, FakeMtcnn(), margin=0.25, size=150)
+    straight, box = find_and_crop(image, FakeMtcnn(), align=False, margin=0.25, size=150)
     aligned, same_box = find_and_crop(image, FakeMtcnn(), align=True, margin=0.25, size=150)
     assert same_box == box  # the box reported is the detected one, in source pixels
     (lx, ly), (rx, ry) = eyes_at(straight)
@@ -253,15 +258,20 @@ def test_aligned_crop_has_level_eyes():
 
 def test_haar_cannot_align(tmp_path, photos, hopper):
     with pytest.raises(ParamError, match="faces.align needs eye landmarks, which the haar detector does not give"):
-        find_and_crop(hopper, FaceDetector(), align=True)
+        require_landmarks(FaceDetector(), align=True)
+    require_landmarks(FaceDetector(), align=False)
+    require_landmarks(FakeMtcnn(), align=True)
+    with pytest.raises(ParamError, match="faces.align needs eye landmarks, which the haar detector does not give"):
+        find_and_crop(hopper, FaceDetector(), align=True, margin=0.25, size=160)
     with pytest.raises(ParamError, match="faces.align needs eye landmarks"):
-        crop_folder(photos, tmp_path / "faces", align=True, progress=False)
+        crop_all(photos, tmp_path / "faces", align=True)
+    assert not (tmp_path / "faces").exists()  # refused before any crop is written
     with pytest.raises(ValueError, match="landmarks"):
         align_face(hopper, FaceBox(10, 10, 50, 50))
 
 
 def test_real_aligned_crop(hopper, mtcnn):
-    crop, box = find_and_crop(hopper.rotate(-15, center=(265, 190), fillcolor=(0, 0, 0)), mtcnn, align=True, size=128)
+    crop, box = find_and_crop(hopper.rotate(-15, center=(265, 190), fillcolor=(0, 0, 0)), mtcnn, align=True, margin=0.25, size=128)
     assert crop.size == (128, 128) and box is not None
     (lx, ly), (rx, ry) = box.landmarks[:2]
     assert math.degrees(math.atan2(ry - ly, rx - lx)) > 10  # the tilted portrait is seen as tilted
@@ -291,12 +301,12 @@ def test_crop_larger_than_the_image_is_shrunk_to_its_shorter_side():
 
 def test_no_box_gives_the_centre_square():
     image = coordinates(200, 150)
-    crop = crop_face(image, None, size=150)
+    crop = crop_face(image, None, margin=0.25, size=150)
     assert np.array_equal(np.asarray(crop), np.asarray(image.crop((25, 0, 175, 150))))
 
 
 def test_real_face_crop(hopper, detector):
-    crop = crop_face(hopper, detector.detect(hopper)[0], size=96)
+    crop = crop_face(hopper, detector.detect(hopper)[0], margin=0.25, size=96)
     assert crop.size == (96, 96) and crop.mode == "RGB"
 
 
@@ -332,8 +342,8 @@ def fake_detector(monkeypatch):
 
 def test_keep_centre_crops_photos_without_a_face(tmp_path, photos, fake_detector):
     out = tmp_path / "faces"
-    cropped, drops = crop_folder(photos, out, size=64, progress=False)
-    assert drops.empty and list(drops.columns) == faces.DROP_COLUMNS
+    cropped, drops = crop_all(photos, out, size=64)
+    assert drops.empty and list(drops.columns) == DROP_COLUMNS
     assert list(cropped.columns) == ["image", "label", "sha256", "source", "face_found", "face_box"]
     assert cropped["face_found"].tolist() == [True, False, True, False]
     assert cropped["face_box"].tolist() == ["30,20,40,40", "", "30,20,40,40", ""]
@@ -347,7 +357,7 @@ def test_keep_centre_crops_photos_without_a_face(tmp_path, photos, fake_detector
 
 
 def test_drop_leaves_out_photos_without_a_face(tmp_path, photos, fake_detector):
-    cropped, drops = crop_folder(photos, tmp_path / "faces", no_face="drop", progress=False)
+    cropped, drops = crop_all(photos, tmp_path / "faces", no_face="drop")
     assert cropped["image"].map(lambda p: Path(p).name).tolist() == ["p0.jpg", "p2.jpg"]
     assert drops.to_dict("records") == [
         {"image": photos["image"][1], "label": "happy", "reason": "no-face"},
@@ -359,24 +369,24 @@ def test_drop_leaves_out_photos_without_a_face(tmp_path, photos, fake_detector):
 
 def test_unknown_no_face_policy_names_the_param(tmp_path, photos):
     with pytest.raises(ValueError, match="faces.no_face='skip'"):
-        crop_folder(photos, tmp_path / "faces", no_face="skip", progress=False)
+        crop_all(photos, tmp_path / "faces", no_face="skip")
 
 
 def test_missing_columns_are_named(tmp_path, photos):
     with pytest.raises(ValueError, match="sha256"):
-        crop_folder(photos.drop(columns="sha256"), tmp_path / "faces", progress=False)
+        crop_all(photos.drop(columns="sha256"), tmp_path / "faces")
 
 
 def test_cached_rerun_decodes_nothing_and_detects_nothing(tmp_path, photos, fake_detector, monkeypatch):
     cache = tmp_path / "cache"
-    first, _ = crop_folder(photos, tmp_path / "a", cache_dir=cache, progress=False)
+    first, _ = crop_all(photos, tmp_path / "a", cache_dir=cache)
     assert len(fake_detector) == 4
 
     def no_decoding(path, **kwargs):
         raise AssertionError(f"{path} decoded on a cached re-run")
 
-    monkeypatch.setattr(faces, "load_rgb", no_decoding)
-    second, drops = crop_folder(photos, tmp_path / "b", no_face="drop", cache_dir=cache, progress=False)
+    monkeypatch.setattr(crop_module, "load_rgb", no_decoding)
+    second, drops = crop_all(photos, tmp_path / "b", no_face="drop", cache_dir=cache)
     assert len(fake_detector) == 4
     assert second["face_box"].tolist() == ["30,20,40,40"] * 2 and len(drops) == 2
     for a, b in zip(first["image"][[0, 2]], second["image"]):
@@ -386,9 +396,9 @@ def test_cached_rerun_decodes_nothing_and_detects_nothing(tmp_path, photos, fake
 
 def test_cache_key_includes_the_crop_settings(tmp_path, photos, fake_detector):
     cache = tmp_path / "cache"
-    crop_folder(photos, tmp_path / "a", cache_dir=cache, progress=False)
-    crop_folder(photos, tmp_path / "b", margin=0.4, cache_dir=cache, progress=False)
-    crop_folder(photos, tmp_path / "c", size=64, cache_dir=cache, progress=False)
+    crop_all(photos, tmp_path / "a", cache_dir=cache)
+    crop_all(photos, tmp_path / "b", margin=0.4, cache_dir=cache)
+    crop_all(photos, tmp_path / "c", size=64, cache_dir=cache)
     assert len(fake_detector) == 12
 
 
@@ -400,8 +410,7 @@ def test_cache_key_includes_the_detector_and_alignment(tmp_path, photos, fake_de
     runs = {}
     for name, detector, align in (("haar", "haar", False), ("mtcnn", "mtcnn", False), ("aligned", "mtcnn", True)):
         for attempt in range(2):
-            cropped, _ = crop_folder(photos, tmp_path / f"{name}{attempt}", detector=detector, align=align,
-                                     cache_dir=cache, progress=False)
+            cropped, _ = crop_all(photos, tmp_path / f"{name}{attempt}", detector=detector, align=align, cache_dir=cache)
             runs[name, attempt] = [Path(p).read_bytes() for p in cropped["image"]]
     assert len(fake_detector) == 4 and len(FakeMtcnn.calls) == 8  # once per setting, not on re-runs
     assert all(runs[name, 0] == runs[name, 1] for name in ("haar", "mtcnn", "aligned"))
@@ -411,11 +420,11 @@ def test_cache_key_includes_the_detector_and_alignment(tmp_path, photos, fake_de
 
 def test_output_is_deterministic_and_replaces_stale_files(tmp_path, photos, fake_detector):
     out = tmp_path / "faces"
-    crop_folder(photos, out, progress=False)
+    crop_all(photos, out)
     first = {p: p.read_bytes() for p in out.rglob("*.jpg")}
     (out / "old-class").mkdir()
     (out / "old-class" / "stale.jpg").write_bytes(b"stale")
-    crop_folder(photos, out, progress=False)
+    crop_all(photos, out)
     assert {p: p.read_bytes() for p in out.rglob("*.jpg")} == first
 
 
@@ -424,12 +433,12 @@ def test_same_stem_in_one_class_gets_numbered(tmp_path, photos, fake_detector):
     twin.parent.mkdir()
     twin.write_bytes(Path(photos["image"][0]).read_bytes())
     manifest = pd.concat([photos, photos.iloc[[0]].assign(image=str(twin))], ignore_index=True)
-    cropped, _ = crop_folder(manifest, tmp_path / "faces", progress=False)
+    cropped, _ = crop_all(manifest, tmp_path / "faces")
     assert Path(cropped["image"].iloc[-1]).name == "p0-2.jpg"
 
 
 def test_contact_sheet_is_a_png(tmp_path, photos, fake_detector):
-    cropped, drops = crop_folder(photos, tmp_path / "faces", no_face="drop", progress=False)
+    cropped, drops = crop_all(photos, tmp_path / "faces", no_face="drop")
     sheet = tmp_path / "plots" / "faces.png"
     contact_sheet(cropped, sheet, per_class=3, drops=drops)
     with Image.open(sheet) as img:

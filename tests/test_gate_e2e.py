@@ -12,8 +12,8 @@ import torch
 from e2e import REPO, exp_run, load, restore
 
 from emopipe.data import store
-from emopipe.tools.gate import GATED, compare, markdown, read_metrics
-from emopipe.tools.sandbox import sh, tool_env
+from emopipe_ci.gate import GATED, compare, markdown, read_metrics
+from emopipe_ci.harness import run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -68,10 +68,10 @@ def test_gate_fails_when_train_labels_are_permuted(repo, tmp_path):
     train = store.load(repo / "data/packed/train.pt")
     shuffled = train.labels[torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))]
     store.save(packed / "train.pt", store.TensorSet(train.images, shuffled, train.classes, train.paths))
-    sh(repo, sys.executable, "stages/train.py", "--data", str(packed), "--model-out", str(tmp_path / "m.pt"),
-       "--metrics", str(tmp_path / "metrics/train.json"), "--plots", str(tmp_path / "plots"), "--no-progress")
-    sh(repo, sys.executable, "stages/evaluate.py", "--model", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "metrics/eval.json"),
-       "--plots", str(tmp_path / "plots"))
+    run(repo, sys.executable, "stages/train.py", "--data", str(packed), "--model-out", str(tmp_path / "m.pt"),
+        "--metrics", str(tmp_path / "metrics/train.json"), "--plots", str(tmp_path / "plots"), "--no-progress")
+    run(repo, sys.executable, "stages/evaluate.py", "--model", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "metrics/eval.json"),
+        "--plots", str(tmp_path / "plots"))
     reference = single_run_reference(repo)
     reference["metrics"] = {k: v for k, v in reference["metrics"].items() if k.startswith("eval.")}
     ok, rows = compare(reference, read_metrics(tmp_path / "metrics"))
@@ -116,7 +116,7 @@ def test_a_temp_workspace_experiment_with_one_thread_reproduces_repro(repo):
     before = {n: load(repo, n) for n in ("eval", "shift", "adapt")}
     env = tool_env() | {"OMP_NUM_THREADS": "1"}
     subprocess.run(["dvc", "exp", "run", "--temp", "--force", "--name", "one-thread"], cwd=repo, env=env, check=True, capture_output=True)
-    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+    shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
     found = [e for row in shown for e in (row.get("experiments") or []) if e.get("name") == "one-thread"]
     data = found[0]["revs"][0]["data"]["metrics"]
     assert {n: data[f"metrics/{n}.json"]["data"] for n in before} == numbers(before)  # DVC collects no lists

@@ -5,14 +5,24 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from emopipe.tools import measure
+from emopipe_ci.harness import as_tree, parse_assignments
+from emopipe_studies import measure
 
 
 def test_sets_become_nested_params_with_yaml_values():
-    assert measure.parse_sets(["train.epochs=5", "faces.enabled=true", "split.group_pattern=^(.+)_\\d+"]) == {
-        "train": {"epochs": 5}, "faces": {"enabled": True}, "split": {"group_pattern": "^(.+)_\\d+"}}
-    with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
-        measure.parse_sets(["train.epochs"])
+    """measure's --set KEY=VALUE items, read as the harness reads every such option."""
+    pairs = parse_assignments(["train.epochs=5", "faces.enabled=true", "split.group_pattern=^(.+)_\\d+"], "--set")
+    assert pairs == [("train.epochs", "5"), ("faces.enabled", "true"), ("split.group_pattern", "^(.+)_\\d+")]
+    assert as_tree(pairs) == {"train": {"epochs": 5}, "faces": {"enabled": True}, "split": {"group_pattern": "^(.+)_\\d+"}}
+    with pytest.raises(typer.BadParameter, match="--set wants KEY=VALUE, got 'train.epochs'"):
+        parse_assignments(["train.epochs"], "--set")
+    with pytest.raises(typer.BadParameter, match="--set wants KEY=VALUE"):
+        parse_assignments(["=5"], "--set")
+
+
+def test_a_malformed_set_is_a_one_line_usage_error(tmp_path):
+    result = CliRunner().invoke(measure.app, ["real-photos", "--data", str(tmp_path), "--set", "train.epochs"], env={"COLUMNS": "300"})
+    assert result.exit_code != 0 and "--set wants KEY=VALUE" in result.output
 
 
 def test_a_missing_folder_is_a_one_line_error(tmp_path):

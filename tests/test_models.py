@@ -8,7 +8,7 @@ from emopipe.config import ParamError
 from emopipe.engine import explain
 from emopipe.engine.fit import Unfreezer
 from emopipe.modeling.checkpoint import input_spec, load_checkpoint, save_checkpoint
-from emopipe.modeling.models import MODELS, build, count_parameters, described
+from emopipe.modeling.models import MODELS, build, count_parameters, described, factory
 from emopipe.modeling.pretrained import PretrainedWeightsError
 
 CACHED = {"hub"}  # built from a checkpoint in the local Hugging Face cache: tests/test_hub.py makes one
@@ -247,8 +247,18 @@ def test_pretrained_resnet_without_cache_says_where_to_put_the_file(offline_hub)
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(KeyError, match="choose one of: cnn, hub, mini_xception, resnet18, resnet50, small, vgg, vit_b_16, vit_small, wider"):
+    with pytest.raises(ParamError, match="model='nope' is not a registered model; choose one of: "
+                       "cnn, hub, mini_xception, resnet18, resnet50, small, vgg, vit_b_16, vit_small, wider"):
         build("nope", 3)
+    with pytest.raises(ParamError, match="model='nope' is not a registered model"):
+        factory("nope", {}, 3, ["a", "b"])  # at once, before any model is built
+
+
+def test_factory_builds_fresh_models_of_the_params_model():
+    new_model = factory("small", {"dropout": 0.3}, 1, ["a", "b", "c"])
+    first, second = new_model(), new_model()
+    assert first is not second and type(first) is type(build("small", 3, 1, dropout=0.3))
+    assert first(torch.zeros(2, 1, 48, 48)).shape == (2, 3)
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):

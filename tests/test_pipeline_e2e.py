@@ -13,8 +13,8 @@ from e2e import exp_run, load, restore
 from hub_cache import REPO_ID, make_cache
 
 from emopipe.data import synthetic
-from emopipe.stage import NO_SHIFT
-from emopipe.tools.sandbox import sh, tool_env
+from emopipe.engine.evaluate import NO_SHIFT
+from emopipe_ci.harness import run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ def test_repro_writes_every_metric_and_plot(repo):
 
 
 def test_second_repro_does_nothing(repo):
-    assert "up to date" in sh(repo, "dvc", "status").stdout
-    out = sh(repo, "dvc", "repro").stdout
+    assert "up to date" in run(repo, "dvc", "status").stdout
+    out = run(repo, "dvc", "repro").stdout
     assert "Running stage" not in out
 
 
@@ -43,7 +43,7 @@ def test_a_param_change_reruns_only_its_dependants(repo):
     params = (repo / "params.yaml").read_text()
     try:
         (repo / "params.yaml").write_text(params.replace("batch_size: 128", "batch_size: 64"))
-        changed = set(json.loads(sh(repo, "dvc", "status", "--json").stdout))
+        changed = set(json.loads(run(repo, "dvc", "status", "--json").stdout))
         assert changed == {"evaluate", "explain", "shift_eval", "adapt"}
     finally:
         (repo / "params.yaml").write_text(params)
@@ -69,7 +69,7 @@ def rendered_charts(page: Path) -> int:
 def test_plots_render_offline_in_a_browser(repo, tmp_path):
     """`dvc plots show` draws every Vega chart with the network blocked (scripts inlined by the template
     in .dvc/config); DVC's own page, whose scripts come from a CDN, draws none there."""
-    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "offline"))
+    run(repo, "dvc", "plots", "show", "-o", str(tmp_path / "offline"))
     page = tmp_path / "offline" / "index.html"
     expected = page.read_text().count("vegaEmbed(")
     assert expected == 4 and "cdn.jsdelivr" not in page.read_text()
@@ -77,7 +77,7 @@ def test_plots_render_offline_in_a_browser(repo, tmp_path):
     from dvc_render.html import PAGE_HTML
 
     (tmp_path / "cdn.html").write_text(PAGE_HTML)
-    sh(repo, "dvc", "plots", "show", "-o", str(tmp_path / "cdn"), "--html-template", str(tmp_path / "cdn.html"))
+    run(repo, "dvc", "plots", "show", "-o", str(tmp_path / "cdn"), "--html-template", str(tmp_path / "cdn.html"))
     assert rendered_charts(tmp_path / "cdn" / "index.html") == 0
 
 
@@ -85,10 +85,10 @@ def test_ablation_is_compared_with_the_baseline(repo):
     try:
         # `+`: a key the params do not have yet; two epochs are enough to compare the runs
         exp_run(repo, "wider", "+model_args.filters=[48,96,192,320]", "train.epochs=2", targets=("train",))
-        diff = json.loads(sh(repo, "dvc", "metrics", "diff", "--json").stdout)
+        diff = json.loads(run(repo, "dvc", "metrics", "diff", "--json").stdout)
         assert "metrics/train.json" in diff and "parameters" in diff["metrics/train.json"]
         assert diff["metrics/train.json"]["parameters"]["new"] > diff["metrics/train.json"]["parameters"]["old"]
-        shown = json.loads(sh(repo, "dvc", "exp", "show", "--json").stdout)
+        shown = json.loads(run(repo, "dvc", "exp", "show", "--json").stdout)
         assert "wider" in json.dumps(shown)
     finally:
         restore(repo)
@@ -99,7 +99,7 @@ def test_models_and_training_options_run_from_exp_run(repo):
     progressive unfreezing and 2-fold cross-validation, all set from the command line."""
     try:
         exp_run(repo, "options", "model=resnet18", "~model_args.batch_norm", "input.channels=1", "train.loss=focal",
-                "train.scheduler=cosine", "train.early_stopping=2", "train.grad_clip=1.0", "train.folds=2", "train.epochs=2",
+                "train.scheduler=cosine", "train.early_stopping=2", "train.grad_clip=1.0", "train.cv_folds=2", "train.epochs=2",
                 "train.transfer.freeze_epochs=1", "train.transfer.unfreeze_every=1", targets=("explain",))
         train = load(repo, "train")
         assert train["cv"]["folds"] == 2 and 0 <= train["cv"]["val_macro_f1"]["mean"] <= 1
@@ -159,15 +159,15 @@ def test_a_hub_checkpoint_zero_shot_and_fine_tuned_through_the_stages(repo, tmp_
         params = yaml.safe_load((repo / "params.yaml").read_text())
         params |= {"model": "hub", "model_args": {"repo_id": REPO_ID, "zero_shot": zero_shot}}
         params["train"]["epochs"] = epochs
-        run = tmp_path / f"epochs{epochs}"
-        (run / "metrics").mkdir(parents=True)
-        (run / "params.yaml").write_text(yaml.safe_dump(params))
-        given = ["--params", str(run / "params.yaml"), "--plots", str(run / "plots")]
-        for script, args in (("train", ["--model-out", str(run / "m.pt"), "--metrics", str(run / "metrics/train.json"), "--no-progress"]),
-                             ("evaluate", ["--model", str(run / "m.pt"), "--metrics", str(run / "metrics/eval.json")])):
+        out = tmp_path / f"epochs{epochs}"
+        (out / "metrics").mkdir(parents=True)
+        (out / "params.yaml").write_text(yaml.safe_dump(params))
+        given = ["--params", str(out / "params.yaml"), "--plots", str(out / "plots")]
+        for script, args in (("train", ["--model-out", str(out / "m.pt"), "--metrics", str(out / "metrics/train.json"), "--no-progress"]),
+                             ("evaluate", ["--model", str(out / "m.pt"), "--metrics", str(out / "metrics/eval.json")])):
             done = subprocess.run([sys.executable, f"stages/{script}.py", *given, *args], cwd=repo, env=env, capture_output=True, text=True)
             assert done.returncode == 0, done.stderr
-        results[epochs] = {n: json.loads((run / "metrics" / f"{n}.json").read_text()) for n in ("train", "eval")}
+        results[epochs] = {n: json.loads((out / "metrics" / f"{n}.json").read_text()) for n in ("train", "eval")}
     zero, tuned = results[0], results[1]
     assert zero["train"]["epochs_run"] == 0 and zero["train"]["best_epoch"] == 0
     assert all(zero["eval"]["per_class"][c]["recall"] == 0 for c in ("disgust", "fear", "pain"))  # not among the hub labels

@@ -10,11 +10,12 @@ from matplotlib import cbook
 from PIL import Image
 from typer.testing import CliRunner
 
-from emopipe.data import faces as faces_module
-from emopipe.data.faces import FaceBox, FaceDetector
+from emopipe.apps.predict import app, find_images, predict_files
+from emopipe.data.faces import geometry
+from emopipe.data.faces.detectors import DETECTORS, FaceDetector
+from emopipe.data.faces.geometry import FaceBox
 from emopipe.errors import MissingFileError
 from emopipe.modeling import checkpoint, models
-from emopipe.tools.predict import app, find_images, predict_files
 
 CLASSES = ["a", "b", "c"]
 runner = CliRunner()
@@ -138,9 +139,9 @@ def test_cli_usage_errors_exit_2(tmp_path, photos, model_path, args, needle):
 
 def test_predict_crops_as_the_model_was_trained(tmp_path, monkeypatch):
     """A checkpoint trained without face cropping is not face-cropped at prediction time."""
+    from emopipe.apps import predict as predict_module
     from emopipe.modeling.checkpoint import input_spec, save_checkpoint
     from emopipe.modeling.models import build
-    from emopipe.tools import predict as predict_module
 
     calls = []
     monkeypatch.setattr(FaceDetector, "detect", lambda self, image: calls.append(1) or [])
@@ -187,10 +188,10 @@ def mtcnn_checkpoint(path: Path, align: bool) -> Path:
 
 
 def test_predict_uses_the_checkpoints_detector_and_alignment(tmp_path, photos, monkeypatch):
-    monkeypatch.setitem(faces_module.DETECTORS, "mtcnn", RecordingDetector)
+    monkeypatch.setitem(DETECTORS, "mtcnn", RecordingDetector)
     crops = []
-    real = faces_module.crop_face
-    monkeypatch.setattr(faces_module, "crop_face", lambda image, box, **kw: crops.append((box, kw)) or real(image, box, **kw))
+    real = geometry.crop_face  # find_and_crop -> face_crop (aligns) -> crop_face, all looked up in geometry
+    monkeypatch.setattr(geometry, "crop_face", lambda image, box, **kw: crops.append((box, kw)) or real(image, box, **kw))
     RecordingDetector.seen = []
     frame = predict_files(files(photos, "face.png"), mtcnn_checkpoint(tmp_path / "aligned.pt", True))
     assert RecordingDetector.seen == [(512, 600)]
@@ -207,7 +208,7 @@ def test_predict_uses_the_checkpoints_detector_and_alignment(tmp_path, photos, m
 
 def test_checkpoint_without_detector_settings_uses_haar_unaligned(photos, model_path, monkeypatch):
     """Checkpoints from before faces.detector/align: haar, no alignment."""
-    monkeypatch.setitem(faces_module.DETECTORS, "mtcnn", RecordingDetector)
+    monkeypatch.setitem(DETECTORS, "mtcnn", RecordingDetector)
     RecordingDetector.seen = []
     frame = predict_files(files(photos, "face.png"), model_path)
     assert RecordingDetector.seen == [] and frame["face_found"].tolist() == [True]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from emopipe.stage import load_params
-from emopipe.tools import recipe
+from emopipe.apps import recipe
+from emopipe.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

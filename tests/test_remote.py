@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emopipe.tools.sandbox import tool_env
+from emopipe_ci.harness import tool_env
 
 FILES = {
     "raw/a.txt": b"happy\n",

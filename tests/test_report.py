@@ -8,7 +8,10 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from emopipe.tools import report
+from emopipe.errors import UserError
+from emopipe.stats import paired_difference
+from emopipe_ci.harness import CommandFailed
+from emopipe_studies import report
 
 # `dvc exp show --json` of DVC 3.67.1, captured from a tiny-config queue run in a sandbox; trimmed to
 # the params and metrics the report reads (per_class, deps and outs dropped). f-small-none-s0 failed:
@@ -163,7 +166,7 @@ T_975_2 = 4.302652729911275  # Student's t, 0.975 quantile, 2 degrees of freedom
 
 def test_paired_difference_t_interval():
     base = {0: 0.5, 1: 0.6, 2: 0.7}
-    d = report.paired_difference({0: 0.6, 1: 0.8, 2: 1.0}, base)  # diffs 0.1, 0.2, 0.3: sd 0.1
+    d = paired_difference({0: 0.6, 1: 0.8, 2: 1.0}, base)  # diffs 0.1, 0.2, 0.3: sd 0.1
     assert d.n == 3 and d.mean == pytest.approx(0.2)
     assert d.half_width == pytest.approx(T_975_2 * 0.1 / math.sqrt(3)) == pytest.approx(0.248413, abs=1e-6)
     assert (d.low, d.high) == (pytest.approx(0.2 - 0.248413, abs=1e-6), pytest.approx(0.2 + 0.248413, abs=1e-6))
@@ -172,19 +175,19 @@ def test_paired_difference_t_interval():
 
 def test_paired_difference_beyond_noise_both_ways():
     base = {0: 0.50, 1: 0.70, 2: 0.60}  # large seed-to-seed spread, cancelled by the pairing
-    better = report.paired_difference({0: 0.53, 1: 0.72, 2: 0.64}, base)  # diffs .03 .02 .04
+    better = paired_difference({0: 0.53, 1: 0.72, 2: 0.64}, base)  # diffs .03 .02 .04
     assert better.low > 0 and better.verdict == "better"
-    worse = report.paired_difference({0: 0.46, 1: 0.65, 2: 0.54}, base)  # diffs -.04 -.05 -.06
+    worse = paired_difference({0: 0.46, 1: 0.65, 2: 0.54}, base)  # diffs -.04 -.05 -.06
     assert worse.high < 0 and worse.verdict == "worse"
-    same = report.paired_difference(base, base)
+    same = paired_difference(base, base)
     assert (same.mean, same.half_width, same.verdict) == (0, 0, "within noise")
 
 
 def test_paired_difference_pairs_only_shared_seeds():
-    d = report.paired_difference({0: 0.6, 5: 0.9}, {0: 0.5, 1: 0.1})
+    d = paired_difference({0: 0.6, 5: 0.9}, {0: 0.5, 1: 0.1})
     assert d.n == 1 and d.mean == pytest.approx(0.1)
     assert d.half_width is None and d.low is None and d.high is None and d.verdict == "n/a"
-    assert report.paired_difference({1: 0.5}, {0: 0.5}) is None
+    assert paired_difference({1: 0.5}, {0: 0.5}) is None
 
 
 def test_comparison_table_pairs_by_seed_and_differing_params():
@@ -200,10 +203,10 @@ def test_comparison_table_pairs_by_seed_and_differing_params():
     assert "| variant | changed params | n pairs | Δ test macro-F1 [95% CI] | verdict | Δ shift macro-F1 [95% CI] | verdict |" in text
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.split("(paired seeds)")[1].splitlines()
             if line.startswith("| ") and " pairs " not in line}
-    near_d = report.paired_difference({0: 0.02, 1: -0.05, 2: 0.05}, {0: 0, 1: 0, 2: 0})
+    near_d = paired_difference({0: 0.02, 1: -0.05, 2: 0.05}, {0: 0, 1: 0, 2: 0})
     assert rows["near"] == (f"| near | train.augment=none | 3 | +0.0067 [{near_d.low:+.4f}, {near_d.high:+.4f}] | within noise "
                             "| +0.0000 [+0.0000, +0.0000] | within noise |")
-    far_d = report.paired_difference({0: 0.03, 1: 0.02, 2: 0.04}, {0: 0, 1: 0, 2: 0})
+    far_d = paired_difference({0: 0.03, 1: 0.02, 2: 0.04}, {0: 0, 1: 0, 2: 0})
     assert far_d.low > 0
     assert rows["far"] == (f"| far | model=wider, oversample.method=balance | 3 | +0.0300 [{far_d.low:+.4f}, {far_d.high:+.4f}] "
                            "| **better** | -0.0100 [-0.0348, +0.0148] | within noise |")
@@ -281,6 +284,9 @@ def test_cli_reads_predictions_from_git_and_writes_atomically(tmp_path):
     assert out.read_text() == result.output
     assert "| dog | -1 | **+1** | +1.000 |" in result.output
     assert [p.name for p in out.parent.iterdir()] == ["r.md"]  # no temporary left behind
+    with pytest.raises(CommandFailed, match="`git show 0000000:plots/eval/predictions.csv` failed") as err:
+        report.git_show(repo, "0000000", "plots/eval/predictions.csv")
+    assert isinstance(err.value, UserError)  # one `error: ...` line under cli.run, git's message included
 
 
 def test_contrast_pools_every_setting_paired_on_all_other_params():

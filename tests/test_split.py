@@ -65,6 +65,10 @@ def test_oversample_targeted_and_none():
     assert len(oversample(f, "none", {}, seed=0)) == len(f)
     with pytest.raises(ParamError, match="oversample.targets names class 'z'"):
         oversample(f, "targeted", {"z": 3}, seed=0)
+    with pytest.raises(ParamError, match="oversample.targets must map class names to counts when oversample.method is 'targeted'"):
+        oversample(f, "targeted", {}, seed=0)
+    with pytest.raises(ParamError, match="oversample.method='smote' is not a registered oversample method; choose one of: balance, none, targeted"):
+        oversample(f, "smote", {}, seed=0)
 
 
 def test_person_ids_from_file_names():

@@ -65,3 +65,26 @@ def test_an_exit_code_raised_in_a_stage_reaches_the_shell(tmp_path):
     script.write_text("import typer\nfrom emopipe.cli import run\napp = typer.Typer()\n\n"
                       "@app.command()\ndef main() -> None:\n    raise typer.Exit(3)\n\nrun(app)\n")
     assert subprocess.run([sys.executable, str(script)], capture_output=True).returncode == 3
+
+
+@pytest.mark.parametrize("args, needle", [(["--nope"], "No such option: --nope"), (["--params"], "Option '--params' requires an argument")])
+def test_usage_errors_are_one_line_pointing_at_help(args, needle):
+    """cli.run: a click usage error is one line `error: <message> (see --help)`, exit 2, no usage box."""
+    done = stage("train", *args)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0 and done.stderr.startswith("error: ") and needle in done.stderr
+    assert done.stderr.strip().endswith("(see --help)") and "Usage" not in done.stderr
+
+
+def test_the_emopipe_command_lists_product_commands_then_studies_then_ci():
+    from typer.testing import CliRunner
+
+    from emopipe.apps import console
+
+    done = CliRunner().invoke(console.app, ["--help"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    panels = [done.output.index(f"─ {panel} ") for panel in ("Use a model", "Studies", "CI and set-up")]
+    assert panels == sorted(panels)
+    where = {name: done.output.index(f"│ {name} ") for name in ("predict", "recipe", "ablation", "bench", "sandbox", "gate")}
+    assert panels[0] < where["predict"] < where["recipe"] < panels[1] < where["ablation"] < where["bench"] < panels[2] < where["sandbox"]
+    assert panels[2] < where["gate"]

@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -5,26 +6,30 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import REPO_PARAMS, train_params
 from typer.testing import CliRunner
 
 from emopipe.data import store
 from emopipe.data.augment import POLICIES, augment
 from emopipe.engine.crossval import cross_validate
-from emopipe.engine.evaluate import classification_metrics, evaluate
-from emopipe.engine.fit import FitConfig, Unfreezer, epoch_order, fit, fit_config
+from emopipe.engine.evaluate import evaluate
+from emopipe.engine.fit import Unfreezer, epoch_order, fit
+from emopipe.engine.metrics import classification_metrics, macro_f1
+from emopipe.errors import ParamError
 from emopipe.modeling.checkpoint import input_spec
-from emopipe.modeling.losses import LOSSES, class_weights
+from emopipe.modeling.losses import LOSSES, class_weights, loss_weights
 from emopipe.modeling.models import build
 from emopipe.runtime import seed_everything, select_runtime
 
+REPO = Path(__file__).resolve().parents[1]
 
 def run(toy_set, seed=0, **overrides):
     seed_everything(seed)
     data = toy_set(n_per_class=16, size=32, seed=0)
     train, val = data.subset(torch.arange(0, 64, 2)), data.subset(torch.arange(1, 64, 2))
-    cfg = FitConfig(**{"epochs": 8, "batch_size": 16, "lr": 3e-3, "seed": seed, **overrides})
+    t = train_params(**{"epochs": 8, "batch_size": 16, "lr": 3e-3, **overrides})
     spec = input_spec(32, 3)
-    result = fit(build("small", 4), train, val, spec, cfg, select_runtime("fp32"), progress=False)
+    result = fit(build("small", 4), train, val, spec, t, seed, select_runtime("fp32"), progress=False)
     return result, evaluate(result.model, val, spec, select_runtime("fp32"))[0]
 
 
@@ -69,6 +74,7 @@ def test_metrics_macro_and_per_class():
     assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
     assert m["per_class"]["c"]["support"] == 0
     assert m["macro_recall"] == 0.75  # over the classes present: (0.5 + 1) / 2
+    assert macro_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), 3) == m["macro_f1"]  # validation's, the same definition
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "plateau", "cosine"])
@@ -86,14 +92,14 @@ def test_schedulers_change_the_learning_rate(toy_set, scheduler):
 def test_focal_loss_down_weights_easy_samples():
     logits = torch.tensor([[4.0, 0.0], [0.1, 0.0]])  # an easy and a hard sample of class 0
     y = torch.tensor([0, 0])
-    ce = LOSSES["ce"].per_sample(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0))
-    focal = LOSSES["focal"].per_sample(logits, y, None, FitConfig(1, 1, 1.0, label_smoothing=0.0, focal_gamma=2.0))
+    ce = LOSSES["ce"].per_sample(logits, y, None, train_params(label_smoothing=0.0))
+    focal = LOSSES["focal"].per_sample(logits, y, None, train_params(label_smoothing=0.0, focal_gamma=2.0))
     assert torch.all(focal < ce)
     assert focal[0] / ce[0] < 0.01 < 0.2 < focal[1] / ce[1]
 
 
 def test_focal_training_learns(toy_set):
-    _, metrics = run(toy_set, epochs=16, loss="focal", focal_alpha=(1.0, 2.0, 1.0, 1.0))  # focal learns slower than CE here
+    _, metrics = run(toy_set, epochs=16, loss="focal", focal_alpha={"b": 2.0})  # focal learns slower than CE here
     assert metrics["macro_f1"] > 0.5  # chance is 0.25
 
 
@@ -119,27 +125,38 @@ def test_progressive_unfreezing_trains_the_head_first(toy_set):
     frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     seed_everything(0)
     data = toy_set(n_per_class=8, size=32)
-    cfg = FitConfig(epochs=1, batch_size=16, lr=3e-3, freeze_epochs=1)
-    fit(model, data, None, input_spec(32, 3), cfg, select_runtime("fp32"), progress=False)
+    t = train_params(epochs=1, batch_size=16, lr=3e-3, transfer=replace(REPO_PARAMS.train.transfer, freeze_epochs=1))
+    fit(model, data, None, input_spec(32, 3), t, 0, select_runtime("fp32"), progress=False)
     assert all(torch.equal(frozen_before[n], p.cpu()) for n, p in model.named_parameters() if n in frozen_before)
 
 
-def test_fit_config_orders_focal_alpha_by_class():
-    from emopipe.config import TrainParams
-    from emopipe.errors import ParamError
-
-    cfg = fit_config(TrainParams(loss="focal", focal_alpha={"c": 3.0}), seed=1, classes=["a", "b", "c"])
-    assert cfg.focal_alpha == (1.0, 1.0, 3.0) and cfg.seed == 1 and cfg.loss == "focal"
+def test_loss_weights_order_focal_alpha_by_class():
+    labels = torch.tensor([0, 0, 1, 2])
+    alpha_only = loss_weights(labels, ["a", "b", "c"], train_params(loss="focal", focal_alpha={"c": 3.0}, class_weights=False))
+    assert torch.equal(alpha_only, torch.tensor([1.0, 1.0, 3.0]))
+    both = loss_weights(labels, ["a", "b", "c"], train_params(loss="focal", focal_alpha={"c": 3.0}, class_weights=True))
+    assert torch.allclose(both, class_weights(labels, 3) * torch.tensor([1.0, 1.0, 3.0]))
+    assert loss_weights(labels, ["a", "b", "c"], train_params(focal_alpha={}, class_weights=False)) is None
     with pytest.raises(ParamError, match="train.focal_alpha names class 'x'"):
-        fit_config(TrainParams(focal_alpha={"x": 2.0}), 0, ["a"])
+        loss_weights(torch.tensor([0]), ["a"], train_params(focal_alpha={"x": 2.0}))
+
+
+def test_an_unknown_focal_alpha_class_stops_fit_before_training(toy_set):
+    model = build("small", 4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ParamError, match=r"train.focal_alpha names class 'x', not in the data \(classes: a, b, c, d\)"):
+        fit(model, toy_set(n_per_class=4, size=32), None, input_spec(32, 3), train_params(epochs=1, focal_alpha={"x": 2.0}), 0,
+            select_runtime("fp32"), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_cross_validation_reports_mean_and_std(toy_set):
     seed_everything(0)
     data = toy_set(n_per_class=12, size=32)
     groups = np.arange(len(data)) // 2  # pairs of images must stay in the same fold
-    cfg = FitConfig(epochs=3, batch_size=16, lr=3e-3)
-    cv = cross_validate(lambda: build("small", 4), data, groups, 3, "balance", {}, 0, input_spec(32, 3), cfg, select_runtime("fp32"))
+    t = train_params(epochs=3, batch_size=16, lr=3e-3)
+    o = replace(REPO_PARAMS.oversample, method="balance", targets={})
+    cv = cross_validate(lambda: build("small", 4), data, groups, 3, o, 0, input_spec(32, 3), t, 0, select_runtime("fp32"))
     assert cv["folds"] == 3 and len(cv["per_fold"]) == 3
     f1s = [f["val_macro_f1"] for f in cv["per_fold"].values()]
     assert cv["val_macro_f1"]["mean"] == pytest.approx(np.mean(f1s), abs=1e-4)
@@ -183,8 +200,8 @@ def test_fp16_training_scales_the_loss(toy_set, monkeypatch):
     seed_everything(0)
     model = build("small", 4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = FitConfig(epochs=2, batch_size=16, lr=3e-3, grad_clip=1.0)
-    result = fit(model, toy_set(n_per_class=8, size=32), None, input_spec(32, 3), cfg, runtime, progress=False)
+    t = train_params(epochs=2, batch_size=16, lr=3e-3, grad_clip=1.0)
+    result = fit(model, toy_set(n_per_class=8, size=32), None, input_spec(32, 3), t, 0, runtime, progress=False)
     (scaler,) = scalers
     state = scaler.state_dict()
     assert scaler.is_enabled() and (state["_growth_tracker"] > 0 or state["scale"] < 2.0**16)  # it stepped or backed off
@@ -198,7 +215,7 @@ def load_train_stage():
     """stages/train.py as a module, run in-process (a subprocess spends ~10 s importing torch)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("train_stage", Path(__file__).resolve().parents[1] / "stages" / "train.py")
+    spec = importlib.util.spec_from_file_location("train_stage", REPO / "stages" / "train.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -216,8 +233,10 @@ def test_cross_validation_does_not_change_the_final_model(toy_set, tmp_path):
     app = load_train_stage().app
     weights = {}
     for folds in (1, 2):
-        params = {"data": {"synthetic_counts": {"a": 1}}, "shift": {"synthetic_counts": {"a": 1}}, "model_args": {"dropout": 0.3},
-                  "input": {"size": 32}, "train": {"epochs": 1, "batch_size": 8, "folds": folds, "precision": "fp32"}}
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["model_args"] = {"dropout": 0.3}
+        params["input"]["size"] = 32
+        params["train"].update({"epochs": 1, "batch_size": 8, "cv_folds": folds, "precision": "fp32"})
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
         out = tmp_path / f"folds{folds}"
         done = CliRunner().invoke(app, ["--params", str(tmp_path / "params.yaml"), "--data", str(packed), "--split", str(split),

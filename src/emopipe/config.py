@@ -1,8 +1,16 @@
 """Typed, validated view of params.yaml: the schema (dataclasses), types and ranges.
 
-A param that names a choice from a registry (`model`, `train.loss`, `train.scheduler`, the
-augment policies) is checked against that registry's keys, which `emopipe.stage.load_params`
-passes in: config sits below the registries and imports none of them.
+params.yaml is the one source of defaults: the dataclasses below declare each param's type and
+meaning but no value, and a params file that leaves one out is a one-line error naming it (a
+recipe or an experiment changes params.yaml, it never starts from a second set of defaults).
+
+A param that names a choice (`model`, `train.loss`, `data.source`, ...) is checked by the
+registry that owns the choices when the code that uses it looks it up (emopipe.registry), so
+this module imports no registry and no stage imports code it does not run.
+
+A stage declares the params it reads (`PARAMS` in its script, the same list as its `params:` in
+dvc.yaml) and loads a view of them (`load_params(path, only=PARAMS)`): reading any other param
+is an error, so dvc.yaml cannot miss a param a stage reads.
 """
 from __future__ import annotations
 
@@ -11,20 +19,21 @@ import math
 import re
 import types
 import typing
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from emopipe.errors import ParamError
 
-SOURCES = ("synthetic", "kaggle", "folder", "none")  # none: no images (shift only: skip shift evaluation and adaptation)
-TTA_POLICIES = ("none", "flip", "multiscale")
-ADAPT_METHODS = ("finetune", "head", "bn", "replay")  # engine.adapt.METHODS (config imports no engine code)
 NORMALIZATIONS = ("fixed", "per_image")
-OVERSAMPLE_METHODS = ("none", "balance", "targeted")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PROTOCOLS = ("holdout", "kfold")
+RENAMED = {  # old key -> (new key, what it is), for a one-line error on an old params file
+    "train.folds": ("train.cv_folds", "k-fold cross-validation of train+val inside the train stage"),
+    "split.folds": ("split.test_folds", "the folds of split.protocol: kfold, each tested once"),
+}
 _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1 reads 1e-3 (no dot) as a string
 
 
@@ -32,166 +41,228 @@ _YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")  # YAML 1.1
 class RenderParams:
     """Re-render a source's photos, e.g. the way lab sets look (greyscale, tight crop, 48 px)."""
 
-    greyscale: bool = False
-    crop: float = 1.0  # keep this central fraction of each side (a tighter face crop)
-    size: int = 0  # resize to size×size; 0 keeps the size
-    contrast: float = 1.0  # scale each pixel's distance from mid-grey (< 1: a flat, low-contrast camera)
-    brightness: float = 1.0  # scale every pixel (< 1: a dim camera)
-    blur: float = 0.0  # Gaussian blur radius in pixels of the rendered image (an out-of-focus camera)
+    greyscale: bool
+    crop: float  # keep this central fraction of each side (a tighter face crop)
+    size: int  # resize to size×size; 0 keeps the size
+    contrast: float  # scale each pixel's distance from mid-grey (< 1: a flat, low-contrast camera)
+    brightness: float  # scale every pixel (< 1: a dim camera)
+    blur: float  # Gaussian blur radius in pixels of the rendered image (an out-of-focus camera)
+
+    @property
+    def identity(self) -> bool:
+        """Whether rendering leaves a photo as it is."""
+        return (not self.greyscale and self.crop == 1.0 and self.size == 0 and self.contrast == 1.0
+                and self.brightness == 1.0 and self.blur == 0.0)
 
 
 @dataclass(frozen=True)
 class SourceParams:
     """Where one domain's images come from (`data` is the main domain, `shift` the second)."""
 
-    source: str = "synthetic"
-    kaggle_handle: str = "yousefmohamed20/sentiment-images-classifier"
-    kaggle_sub_path: str | None = None
-    folder: str | None = None
-    synthetic_domain: str = "source"
-    synthetic_counts: dict[str, int] = field(default_factory=dict)
-    synthetic_size: int = 160
-    synthetic_severity: float = 1.0  # shift domain only: 0 = source style .. 1 = full shift
-    label_noise: float = 0.03
-    class_map: dict[str, str] = field(default_factory=dict)  # source folder name -> class name, e.g. {sadness: sad}
-    classes: list[str] | None = None  # keep only these classes (after class_map); the rest are reported as rejects
-    part: list[float] = field(default_factory=lambda: [0.0, 1.0])  # the files whose person hashes into [lo, hi)
-    render: RenderParams = RenderParams()
-
+    source: str  # a key of emopipe.data.sources.SOURCES
+    kaggle_handle: str
+    kaggle_sub_path: str | None
+    folder: str | None
+    synthetic_domain: str
+    synthetic_counts: dict[str, int]
+    synthetic_size: int
+    label_noise: float
+    class_map: dict[str, str]  # source folder name -> class name, e.g. {sadness: sad}
+    classes: list[str] | None  # keep only these classes (after class_map); the rest are reported as rejects
+    part: list[float]  # the files whose person hashes into [lo, hi)
+    synthetic_severity: float  # generated shift style: 0 = the source style .. 1 = the full shift (the source domain ignores it)
+    render: RenderParams
 
 
 @dataclass(frozen=True)
 class FacesParams:
     """Face detection and cropping between download and split."""
 
-    enabled: bool = False
-    margin: float = 0.25  # added on every side of the detected box, as a fraction of its size
-    size: int = 160  # side of the square crop
-    no_face: str = "keep"  # keep (centre crop) | drop (reported in data/faces/<domain>/drops.csv)
-    detector: str = "haar"  # haar (OpenCV cascades, boxes only) | mtcnn (facenet-pytorch, boxes + landmarks)
-    align: bool = False  # rotate so the eyes are level before cropping (needs mtcnn's landmarks)
+    enabled: bool
+    margin: float  # added on every side of the detected box, as a fraction of its size
+    size: int  # side of the square crop
+    no_face: str  # keep (centre crop) | drop (reported in data/faces/<domain>/drops.csv)
+    detector: str  # a key of emopipe.data.faces.detectors.DETECTORS
+    align: bool  # rotate so the eyes are level before cropping (needs a detector with landmarks)
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    train: float = 0.70
-    val: float = 0.15
-    test: float = 0.15
-    near_duplicate_distance: int = 4
-    group_pattern: str | None = None  # regex over the file name; its first group names the person
-    shift_group_pattern: str | None = None  # the shift domain's (null: group_pattern)
-    unknown_shift_classes: str = "error"  # error | drop (reported in metrics/data.json)
-    use_source_splits: bool | None = None  # a source with train/test folders: null = use them when found, true = require, false = pool
-    source_leaks: str = "drop"  # duplicates across the source's splits: drop their train/val copies | keep (reported either way)
-    protocol: str = "holdout"  # holdout | kfold (the test figure: mean ± std over person-grouped folds)
-    folds: int = 5  # folds of split.protocol: kfold
+    train: float
+    val: float
+    test: float
+    near_duplicate_distance: int
+    group_pattern: str | None  # regex over the file name; its first group names the person
+    shift_group_pattern: str | None  # the shift domain's (null: group_pattern)
+    unknown_shift_classes: str  # error | drop (reported in metrics/data.json)
+    use_source_splits: bool | None  # a source with train/test folders: null = use them when found, true = require, false = pool
+    source_leaks: str  # duplicates across the source's splits: drop their train/val copies | keep (reported either way)
+    protocol: str  # holdout | kfold (the test figure: mean ± std over person-grouped folds)
+    test_folds: int  # folds of split.protocol: kfold
+
+    def person_pattern(self, domain: str) -> str | None:
+        """The file-name pattern naming a domain's persons (`main` or `shift`)."""
+        return self.group_pattern if domain == "main" else (self.shift_group_pattern or self.group_pattern)
 
 
 @dataclass(frozen=True)
 class OversampleParams:
-    method: str = "balance"
-    targets: dict[str, int] = field(default_factory=dict)
+    method: str  # a key of emopipe.data.oversample.METHODS
+    targets: dict[str, int]
 
 
 @dataclass(frozen=True)
 class InputParams:
-    size: int = 64
-    channels: int = 3
-    normalization: str = "fixed"  # fixed | per_image (each image to zero mean, unit variance)
+    size: int
+    channels: int
+    normalization: str  # fixed | per_image (each image to zero mean, unit variance)
 
 
 @dataclass(frozen=True)
 class TransferParams:
     """Progressive unfreezing (fine-tuning a pretrained backbone)."""
 
-    freeze_epochs: int = 0  # epochs with only the new head trainable; 0 = off
-    unfreeze_every: int = 2  # then one more block, deepest first, every N epochs
-    backbone_lr: float = 1e-4
+    freeze_epochs: int  # epochs with only the new head trainable; 0 = off
+    unfreeze_every: int  # then one more block, deepest first, every N epochs
+    backbone_lr: float
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    loss: str = "ce"
-    focal_gamma: float = 2.0
-    focal_alpha: dict[str, float] = field(default_factory=dict)  # class → factor (missing: 1)
-    label_smoothing: float = 0.05
-    class_weights: bool = True
-    weighted_sampler: bool = False
-    augment: str = "basic"
-    scheduler: str = "none"
-    early_stopping: int = 0
-    grad_clip: float = 0.0
-    folds: int = 1
-    processes: int = 1
-    precision: str = "fp32"
-    transfer: TransferParams = TransferParams()
+    epochs: int
+    batch_size: int  # global batch: split across DDP ranks
+    lr: float
+    weight_decay: float
+    loss: str  # a key of emopipe.modeling.losses.LOSSES
+    focal_gamma: float
+    focal_alpha: dict[str, float]  # class → factor (missing: 1)
+    label_smoothing: float
+    class_weights: bool
+    weighted_sampler: bool
+    augment: str  # a key of emopipe.data.augment.POLICIES
+    scheduler: str  # a key of emopipe.modeling.schedulers.SCHEDULERS
+    early_stopping: int
+    grad_clip: float
+    cv_folds: int
+    processes: int
+    precision: str
+    transfer: TransferParams
 
 
 @dataclass(frozen=True)
 class EvalParams:
-    batch_size: int = 128
-    tta: str = "none"  # none | flip (mean over image and mirror) | multiscale (flip × tta_scales)
-    tta_scales: list[float] = field(default_factory=lambda: [1.0, 0.9, 0.8])  # multiscale: central zooms (fraction kept)
+    batch_size: int
+    tta: str  # a key of emopipe.engine.evaluate.TTA
+    tta_scales: list[float]  # multiscale: central zooms (fraction kept)
 
 
 @dataclass(frozen=True)
 class AdaptParams:
-    method: str = "finetune"  # finetune | head | bn | replay
-    shots: int = 10
-    epochs: int = 10
-    lr: float = 3e-4
-    batch_size: int = 32
-    augment: str = "basic"
-    replay: float = 1.0  # replay: source train images per target shot, mixed into the adaptation set
+    method: str  # a key of emopipe.engine.adapt.METHODS
+    shots: int
+    epochs: int
+    lr: float
+    batch_size: int
+    augment: str  # a key of emopipe.data.augment.POLICIES
+    replay: float  # replay: source train images per target shot, mixed into the adaptation set
 
 
 @dataclass(frozen=True)
 class Params:
-    seed: int = 0  # model init, batch order, augmentation
-    data_seed: int = 0  # generated data, split, oversampling: fixed while `seed` varies
-    model: str = "small"
-    model_args: dict[str, typing.Any] = field(default_factory=dict)
-    data: SourceParams = SourceParams()
-    shift: SourceParams = SourceParams(synthetic_domain="shift")
-    faces: FacesParams = FacesParams()
-    split: SplitParams = SplitParams()
-    oversample: OversampleParams = OversampleParams()
-    input: InputParams = InputParams()
-    train: TrainParams = TrainParams()
-    eval: EvalParams = EvalParams()
-    adapt: AdaptParams = AdaptParams()
+    seed: int  # model init, batch order, augmentation
+    data_seed: int  # generated data, split, oversampling: fixed while `seed` varies
+    model: str  # a key of emopipe.modeling.models.MODELS
+    model_args: dict[str, typing.Any]
+    data: SourceParams
+    shift: SourceParams
+    faces: FacesParams
+    split: SplitParams
+    oversample: OversampleParams
+    input: InputParams
+    train: TrainParams
+    eval: EvalParams
+    adapt: AdaptParams
 
 
-def load_params(path: Path | str = "params.yaml", choices: Mapping[str, Collection[str]] | None = None) -> Params:
-    """params.yaml as `Params`; any bad value is a ParamError naming the param."""
+class UndeclaredParamError(RuntimeError):
+    """Code read a param its stage does not declare: a bug in the stage, not a user error."""
+
+
+class Undeclared:
+    """Stands in for a param a stage did not declare: any use of it raises, naming the param."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str):
+        object.__setattr__(self, "name", name)
+
+    def __repr__(self) -> str:
+        return f"<undeclared param {self.name}>"
+
+    def _read(self, *args, **kwargs):
+        raise UndeclaredParamError(f"this stage reads param {self.name!r} without declaring it: add it to PARAMS in the "
+                                   "stage script and run `make deps` (which writes the stage's params in dvc.yaml)")
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):  # copy, pickle and friends probe for optional hooks
+            raise AttributeError(attr)
+        self._read()
+
+    __bool__ = __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = __hash__ = _read
+    __iter__ = __len__ = __contains__ = __getitem__ = __call__ = __fspath__ = _read
+    __int__ = __float__ = __index__ = __str__ = __format__ = _read
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = __neg__ = _read
+
+
+WHOLE = ("model_args",)  # replaced, not merged: a builder's arguments belong to the model they are given with
+
+
+def merge(into: MutableMapping, overrides: Mapping) -> None:
+    """The one rule for changing params (recipes, sandboxes, studies): every leaf of `overrides` is set
+    in `into`, in place, creating sections as needed; a section merges key by key, except the sections
+    in WHOLE and an empty mapping, which replace what was there. A ruamel mapping keeps its comments."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and value and isinstance(into.get(key), MutableMapping) and key not in WHOLE:
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def load_params(path: Path | str = "params.yaml", only: Collection[str] | None = None) -> Params:
+    """params.yaml as `Params`; any bad or missing value is a ParamError naming the param.
+
+    `only`: the dotted params a stage declares (`PARAMS`); the others read as `Undeclared`.
+    """
     path = Path(path)
     if not path.exists():
         raise ParamError(f"{path} not found: run from the repository root or pass --params")
     raw = yaml.safe_load(path.read_text()) or {}
-    params = _build(Params, raw, prefix="")
-    validate(params, choices or {})
-    return params
+    params = _build(Params, raw, prefix="", source=path.name)
+    validate(params)
+    return params if only is None else _scope(params, "", tuple(only))
 
 
-def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
-    """Range checks that types alone cannot express; `choices` maps a dotted param that names a
-    registry entry (`model`, `train.loss`, ...) to the registry's keys."""
-    for name, allowed in choices.items():
-        value = p
-        for part in name.split("."):
-            value = getattr(value, part)
-        if value not in allowed:
-            raise ParamError(f"{name}={value!r} is not a registered {name.split('.')[-1]}; choose one of: {', '.join(sorted(allowed))}")
+def expand(declared: Collection[str], item: str) -> list[str]:
+    """A foreach stage's PARAMS with DVC's `${item}` replaced by this instance's item."""
+    return [name.replace("${item}", item) for name in declared]
+
+
+def _scope(section, prefix: str, only: tuple[str, ...]):
+    values = {}
+    for f in dataclasses.fields(section):
+        name, value = prefix + f.name, getattr(section, f.name)
+        if any(name == d or name.startswith(d + ".") for d in only):
+            values[f.name] = value
+        elif dataclasses.is_dataclass(value) and any(d.startswith(name + ".") for d in only):
+            values[f.name] = _scope(value, name + ".", only)
+        else:
+            values[f.name] = Undeclared(name)
+    return dataclasses.replace(section, **values)
+
+
+def validate(p: Params) -> None:
+    """Types are checked while building; these are the ranges and combinations types cannot express."""
     for name, src in (("data", p.data), ("shift", p.shift)):
-        _choice(f"{name}.source", src.source, SOURCES)
-        if src.source == "folder" and not src.folder:
-            raise ParamError(f"{name}.folder must be set when {name}.source is 'folder'")
-        if src.source == "synthetic" and not src.synthetic_counts:
-            raise ParamError(f"{name}.synthetic_counts must name at least one class when {name}.source is 'synthetic'")
         if any(n < 1 for n in src.synthetic_counts.values()):
             raise ParamError(f"{name}.synthetic_counts must be positive, got {src.synthetic_counts}")
         _range(f"{name}.label_noise", src.label_noise, 0.0, 1.0)
@@ -206,14 +277,9 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
         _range(f"{name}.render.contrast", src.render.contrast, 0.0, 4.0, low_open=True)
         _range(f"{name}.render.brightness", src.render.brightness, 0.0, 4.0, low_open=True)
         _range(f"{name}.render.blur", src.render.blur, 0.0, 16.0)
-    if p.data.source == "none":
-        raise ParamError("data.source: none leaves the main domain without images; only shift.source may be none")
     _range("faces.margin", p.faces.margin, 0.0, 2.0)
     _range("faces.size", p.faces.size, 16, 2048)
     _choice("faces.no_face", p.faces.no_face, ("keep", "drop"))
-    if p.faces.align and p.faces.detector == "haar":
-        raise ParamError("faces.align needs eye landmarks, which the haar detector does not give: "
-                         "set faces.detector: mtcnn or faces.align: false")
     s = p.split
     for key in ("train", "val", "test"):
         _range(f"split.{key}", getattr(s, key), 0.0, 1.0, low_open=True)
@@ -224,14 +290,11 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
         _check_group_pattern(f"split.{key}", getattr(s, key))
     _choice("split.unknown_shift_classes", s.unknown_shift_classes, ("error", "drop"))
     _choice("split.source_leaks", s.source_leaks, ("drop", "keep"))
-    _choice("split.protocol", s.protocol, ("holdout", "kfold"))
-    _range("split.folds", s.folds, 2, 100)
+    _choice("split.protocol", s.protocol, PROTOCOLS)
+    _range("split.test_folds", s.test_folds, 2, 100)
     if s.protocol == "kfold" and s.use_source_splits:
         raise ParamError("split.protocol: kfold re-splits the whole source, split.use_source_splits: true keeps its test split; "
                          "choose one (kfold with split.use_source_splits: false, or holdout)")
-    _choice("oversample.method", p.oversample.method, OVERSAMPLE_METHODS)
-    if p.oversample.method == "targeted" and not p.oversample.targets:
-        raise ParamError("oversample.targets must map class names to counts when oversample.method is 'targeted'")
     _range("input.size", p.input.size, 16, 1024)
     _choice("input.channels", p.input.channels, (1, 3))
     _choice("input.normalization", p.input.normalization, NORMALIZATIONS)
@@ -246,21 +309,19 @@ def validate(p: Params, choices: Mapping[str, Collection[str]]) -> None:
         raise ParamError(f"train.focal_alpha factors must be positive, got {t.focal_alpha}")
     _range("train.early_stopping", t.early_stopping, 0, 10_000)
     _range("train.grad_clip", t.grad_clip, 0.0, 1e6)
-    _range("train.folds", t.folds, 1, 100)
+    _range("train.cv_folds", t.cv_folds, 1, 100)
     _range("train.processes", t.processes, 1, 1024)
     _range("train.transfer.freeze_epochs", t.transfer.freeze_epochs, 0, 10_000)
     _range("train.transfer.unfreeze_every", t.transfer.unfreeze_every, 1, 10_000)
     _range("train.transfer.backbone_lr", t.transfer.backbone_lr, 0.0, 10.0, low_open=True)
-    if t.processes > 1 and t.folds > 1:
-        raise ParamError("train.folds > 1 runs in one process; set train.processes: 1 for cross-validation")
+    if t.processes > 1 and t.cv_folds > 1:
+        raise ParamError("train.cv_folds > 1 runs in one process; set train.processes: 1 for cross-validation")
     _range("eval.batch_size", p.eval.batch_size, 1, 65_536)
-    _choice("eval.tta", p.eval.tta, TTA_POLICIES)
     if not p.eval.tta_scales:
         raise ParamError("eval.tta_scales is empty; give the central fractions to zoom to, e.g. [1.0, 0.9, 0.8]")
     for i, scale in enumerate(p.eval.tta_scales):
         _range(f"eval.tta_scales[{i}]", scale, 0.0, 1.0, low_open=True)
     a = p.adapt
-    _choice("adapt.method", a.method, ADAPT_METHODS)
     _range("adapt.replay", a.replay, 0.0, 1000.0)
     _range("adapt.shots", a.shots, 1, 100_000)
     _range("adapt.epochs", a.epochs, 0, 10_000)  # 0: no adaptation (the before/after baseline)
@@ -290,33 +351,27 @@ def _range(name: str, value: float, low: float, high: float, *, low_open: bool =
         raise ParamError(f"{name}={value!r} is out of range {bound}")
 
 
-def _build(cls: type, raw: object, prefix: str):
-    """Build dataclass `cls` from a YAML mapping, rejecting unknown keys and wrong types."""
-    where = prefix.rstrip(".") or "params.yaml"
+def _build(cls: type, raw: object, prefix: str, source: str):
+    """Dataclass `cls` from a YAML mapping: every field given, no unknown key, each of the right type."""
+    where = prefix.rstrip(".") or source
     if not isinstance(raw, dict):
         raise ParamError(f"{where} must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ParamError(f"unknown param {prefix}{unknown[0]}; known here: {', '.join(sorted(known))}")
+    fields = dataclasses.fields(cls)
+    known = {f.name for f in fields}
+    for key in sorted(set(raw) - known):
+        if (old := prefix + str(key)) in RENAMED:
+            new, meaning = RENAMED[old]
+            raise ParamError(f"param {old} is now {new} ({meaning}): rename it in {source}")
+        raise ParamError(f"unknown param {prefix}{key}; known here: {', '.join(sorted(known))}")
+    if missing := [f.name for f in fields if f.name not in raw]:
+        raise ParamError(f"{source} does not set {prefix}{missing[0]}: every param must be set "
+                         "(the repository's params.yaml lists each one with its default)")
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in raw:
-            continue
+    for f in fields:
         name, hint, value = prefix + f.name, hints[f.name], raw[f.name]
-        if dataclasses.is_dataclass(hint):
-            values[f.name] = _merge(getattr(cls(), f.name), hint, value, name)
-        else:
-            values[f.name] = _coerce(name, hint, value)
+        values[f.name] = _build(hint, value, name + ".", source) if dataclasses.is_dataclass(hint) else _coerce(name, hint, value)
     return cls(**values)
-
-
-def _merge(default: object, hint: type, value: object, name: str):
-    """Nested section: keys missing from YAML keep the section's own default."""
-    built = _build(hint, value, name + ".")
-    given = {k: getattr(built, k) for k in value}  # type: ignore[union-attr]
-    return dataclasses.replace(default, **given)
 
 
 def _coerce(name: str, hint: object, value: object):
@@ -347,7 +402,7 @@ def _coerce(name: str, hint: object, value: object):
         if not isinstance(value, str):
             raise ParamError(f"{name} must be a string, got {value!r}")
         return value
-    raise TypeError(f"params.py cannot check {name}: no rule for its annotation {hint!r}")  # a new field needs one
+    raise TypeError(f"config.py cannot check {name}: no rule for its annotation {hint!r}")  # a new field needs one
 
 
 def _number(name: str, hint: type, value: object) -> int | float:

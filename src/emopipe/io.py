@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 
 @contextlib.contextmanager
@@ -36,8 +35,3 @@ def write_json(path: Path, data: object) -> None:
 def write_csv(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-
-
-def save_torch(path: Path, obj: object) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)

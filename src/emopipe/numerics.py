@@ -1,16 +1,17 @@
-"""Which CPU kernels compute the numbers: pinned by default, so results are bit-identical everywhere.
+"""Which CPU kernels compute the numbers: pinned by default, so results do not follow the CPU's extras.
 
-Float results depend on the kernels that run, and three libraries pick theirs per machine:
+Float results depend on the kernels that run, and four libraries pick theirs per machine:
 PyTorch's own kernels by CPU capability (AVX2 vs AVX-512 reductions sum in another order),
-oneDNN by ISA (its convolution backward also splits reductions by thread count), and MKL's
-GEMM by ISA, by CPU vendor and by thread count. *Portable* mode, the default, pins all three
-before torch loads — `ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`,
-`MKL_CBWR=COMPATIBLE` (MKL's one branch that is the same on Intel and AMD: `AVX2` falls back
-to the machine's own code on AMD) on a fixed two threads per GEMM (`fix_gemm_threads`) — and switches
-oneDNN off, so convolutions run on PyTorch's own paths (NNPACK forward, im2col + MKL GEMM
-backward). The same params and seed then give the
-same bits on any x86-64 CPU with AVX2, at any thread count (checked with 1, 2, 3 and 5
-threads), slower than the machine's best kernels (README, "Bit-identical by default").
+oneDNN by ISA (its convolution backward also splits reductions by thread count), NNPACK by
+cache size (its convolution blocks input channels by the L1 cache), and MKL's GEMM by ISA, by
+CPU vendor and by thread count. *Portable* mode, the default, pins them before torch loads —
+`ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`, `MKL_CBWR=COMPATIBLE` (MKL's one branch
+that is the same on Intel and AMD: `AVX2` falls back to the machine's own code on AMD) on a
+fixed two threads per GEMM (`fix_gemm_threads`) — and switches oneDNN and NNPACK off, so
+convolutions run as im2col + MKL GEMM. The same params and seed then give the same bits under
+any ISA cap and at any thread count (checked with 1, 2, 3 and 5 threads), slower than the
+machine's best kernels. Two CPU models are known to differ still (docs/reproducibility.md,
+"Across machines").
 
 *Native* mode (`EMOPIPE_NUMERICS=native`) leaves every library its best kernels: faster
 (fp32 training ~1.7× on one AVX-512 thread), and what `train.precision: auto | bf16 | fp16`

@@ -14,7 +14,6 @@ import random
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from torch import nn
 
 from emopipe import numerics
 from emopipe.errors import ParamError
+from emopipe.machine import available_cores, cpu_has_native_bf16
 
 numerics.configure_torch()
 
@@ -50,11 +50,6 @@ class Runtime:
         return torch.amp.GradScaler("cuda", enabled=self.dtype is torch.float16)
 
 
-def cpu_has_native_bf16() -> bool:
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def select_runtime(precision: str = "auto", device: str | None = None) -> Runtime:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if precision == "auto":
@@ -75,11 +70,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def available_cores() -> int:
-    """Cores this process may run on (affinity/cgroup aware)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def configure_threads(processes: int = 1) -> int:
     """Threads for this process: OMP_NUM_THREADS if set (e.g. by `dvc queue` workers sharing
     the machine), else the cores this process may run on (affinity aware) split between the
@@ -88,6 +78,14 @@ def configure_threads(processes: int = 1) -> int:
     torch.set_num_threads(threads)
     numerics.fix_gemm_threads()
     return threads
+
+
+def start(precision: str) -> Runtime:
+    """A model stage's set-up: the numerics `precision` needs (a stage script may re-run itself in
+    native mode), its threads, then the device and precision to run on."""
+    numerics.require(precision)
+    configure_threads()
+    return select_runtime(precision)
 
 
 @dataclass(frozen=True)

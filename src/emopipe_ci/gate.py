@@ -1,7 +1,7 @@
 """The metric gate: the real pipeline on a small config over a few seeds, against a measured reference.
 
-    python -m emopipe.tools.gate measure --params tests/tiny_params.yaml --seeds 5 --out .ci/gate-reference.json
-    python -m emopipe.tools.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
+    python -m emopipe_ci.gate measure --params tests/tiny_params.yaml --seeds 5 --out .ci/gate-reference.json
+    python -m emopipe_ci.gate check --reference .ci/gate-reference.json --workdir .gate --md .gate/report.md
 
 `measure` runs the config with seeds 0..N-1 and stores every gated metric's values, mean and
 sample std. `check` runs the first `gate_seeds` of those seeds and compares the mean of each
@@ -20,9 +20,9 @@ import statistics
 from pathlib import Path
 
 import typer
-import yaml
 
-from emopipe.tools.sandbox import make_sandbox, sh
+from emopipe.cli import run
+from emopipe_ci.harness import load_overrides, make_sandbox, repro, set_params
 
 # metric -> +1 when higher is better, -1 when lower is better
 GATED = {
@@ -58,13 +58,11 @@ def read_metrics(folder: Path) -> dict[str, float]:
 def run_seeds(workdir: Path, params: Path, seeds: list[int]) -> list[dict[str, float]]:
     """The pipeline in a sandbox copy of the repo on `params`, once per seed; gated metrics per run."""
     shutil.rmtree(workdir, ignore_errors=True)
-    repo = make_sandbox(workdir, params)
+    repo = make_sandbox(workdir, load_overrides(params))
     runs = []
     for seed in seeds:
-        config = yaml.safe_load((repo / "params.yaml").read_text())
-        config["seed"] = seed
-        (repo / "params.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        sh(repo, "dvc", "repro")
+        set_params(repo, {"seed": seed})
+        repro(repo)
         runs.append(read_metrics(repo / "metrics"))
         typer.echo(f"seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in runs[-1].items()), err=True)
     return runs
@@ -147,6 +145,8 @@ def check(
     md: Path = typer.Option(None, help="also write the table to this markdown file"),
 ) -> None:
     """Run the reference's config over its gate seeds; exit 1 when a metric fell beyond its tolerance."""
+    if not reference.is_file():
+        raise typer.BadParameter(f"--reference {reference} does not exist; measure one with `make gate-reference`")
     ref = json.loads(reference.read_text())
     seeds = ref["seeds"][: ref["gate_seeds"]]
     ok, rows = compare(ref, mean_of(run_seeds(workdir, Path(ref["config"]), seeds)))
@@ -159,4 +159,4 @@ def check(
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

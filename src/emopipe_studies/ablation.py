@@ -1,7 +1,7 @@
 """The seed grid: queue, run and report the ablation study with DVC's experiment queue.
 
-    python -m emopipe.tools.ablation --epochs 30 --jobs 2             # 24 experiments, then reports/ablation.md
-    python -m emopipe.tools.ablation --dry-run                          # print the `dvc exp run --queue` commands
+    python -m emopipe_studies.ablation --epochs 30 --jobs 2             # 24 experiments, then reports/ablation.md
+    python -m emopipe_studies.ablation --dry-run                          # print the `dvc exp run --queue` commands
 
 Phase 1: model {small, wider} × train.augment {none, basic, targeted}, oversample.method=none,
 seeds 0..N-1. The phase-1 variant with the best mean *validation* macro-F1 (metrics/train.json;
@@ -24,9 +24,17 @@ import typer
 import yaml
 
 from emopipe import numerics
-from emopipe.runtime import available_cores
-from emopipe.tools import report
-from emopipe.tools.sandbox import SHARED_CORES_ENV, tool_env
+from emopipe.cli import run as run_app
+from emopipe.errors import UserError
+from emopipe.machine import available_cores
+from emopipe_ci.harness import (
+    SHARED_CORES_ENV,
+    CommandFailed,
+    parse_assignments,
+    run,
+    tool_env,
+)
+from emopipe_studies import report
 
 MODELS = ("small", "wider")
 AUGMENTS = ("none", "basic", "targeted")
@@ -83,14 +91,10 @@ def expand(phase: int, variants, seeds: int, epochs: int, extra: dict[str, str],
 
 
 def parse_extra(items: list[str] | None) -> dict[str, str]:
-    extra = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--extra wants KEY=VALUE, got {item!r}")
-        if key in GRID_KEYS:
-            raise typer.BadParameter(f"--extra {key} is set by the grid itself")
-        extra[key] = value
+    """--extra KEY=VALUE pairs, as `dvc exp run -S` takes them; the grid's own keys are refused."""
+    extra = dict(parse_assignments(items, "--extra"))
+    if clash := sorted(set(extra) & GRID_KEYS):
+        raise typer.BadParameter(f"--extra {clash[0]} is set by the grid itself")
     return extra
 
 
@@ -108,13 +112,6 @@ def pick_best(exps: list[report.Exp], prefix: str, seeds: int) -> tuple[str | No
 
 
 # ---------------------------------------------------------------------------- running
-def run(repo: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=repo, env=env or tool_env(), capture_output=True, text=True)
-    if check and done.returncode:
-        raise RuntimeError(f"`{shlex.join(args)}` failed ({done.returncode}) in {repo}:\n{done.stdout}\n{done.stderr}")
-    return done
-
-
 def worker_env(jobs: int, numerics_mode: str = "portable") -> tuple[dict[str, str], int]:
     """Environment of the queue workers: cores // jobs threads each, and the numerics mode (native: the
     machine's best kernels, ~1.7× faster fp32 training, numbers not bit-identical to `dvc repro`'s)."""
@@ -158,7 +155,7 @@ def start_queue(repo: Path, jobs: int, env: dict) -> None:
         log.seek(0)
         text = log.read().strip()
     if code:
-        raise RuntimeError(f"`dvc queue start -j {jobs}` failed ({code}) in {repo}:\n{text}")
+        raise CommandFailed(f"`dvc queue start -j {jobs}` failed ({code}) in {repo}:\n{text}")
 
 
 def log_excerpt(repo: Path, name: str, lines: int = 12) -> str:
@@ -257,7 +254,7 @@ def uncached_outputs(repo: Path) -> set[str]:
         with Repo(str(repo)) as dvc_repo:
             return {str(o.def_path) for o in dvc_repo.index.outs if not o.use_cache}
     except DvcException as e:
-        raise RuntimeError(f"DVC cannot read the outputs of {repo}: {e}") from e
+        raise UserError(f"DVC cannot read the outputs of {repo}: {e}") from e
 
 
 def preflight(repo: Path, names: list[str], resume: bool, check_cache: bool = True) -> set[str]:
@@ -301,6 +298,8 @@ def main(
     out: Path = typer.Option(Path("reports/ablation.md"), help="markdown report (relative to --repo)"),
 ) -> None:
     """Run (or print) the seed grid and write the report."""
+    if not (repo / "params.yaml").is_file():
+        raise typer.BadParameter(f"--repo {repo} has no params.yaml; give the DVC repository to run the grid in")
     extras = parse_extra(extra)
     if numerics_mode not in ("portable", "native"):
         raise typer.BadParameter(f"--numerics {numerics_mode!r}: choose portable or native")
@@ -396,4 +395,4 @@ def appendix(t1: float, t2: float, total: float, failures: list[tuple[str, str]]
 
 
 if __name__ == "__main__":
-    app()
+    run_app(app)

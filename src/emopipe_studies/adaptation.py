@@ -15,6 +15,7 @@ machine; with `--only`, the other settings already in --out are kept.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -25,16 +26,18 @@ import pandas as pd
 import typer
 import yaml
 
+from emopipe.cli import run
+from emopipe.config import load_params
 from emopipe.data import store
 from emopipe.data.split import take_shots
-from emopipe.engine.adapt import METHODS, AdaptConfig, adapt_and_report
+from emopipe.engine.adapt import METHODS, adapt_and_report
 from emopipe.io import write_json
-from emopipe.runtime import available_cores, seed_everything
-from emopipe.stage import load_params, open_model
-from emopipe.tools.bench import cpu_model
-from emopipe.tools.recipe import merge
-from emopipe.tools.report import paired_difference, write_report
-from emopipe.tools.sandbox import make_sandbox, sh
+from emopipe.machine import available_cores, cpu_model
+from emopipe.modeling.checkpoint import load_checkpoint
+from emopipe.runtime import seed_everything, start
+from emopipe.stats import paired_difference
+from emopipe_ci.harness import make_sandbox, repro
+from emopipe_studies.report import write_report
 
 app = typer.Typer(add_completion=False, help=__doc__)
 PLACEHOLDER = "MUXSPACE"
@@ -70,17 +73,18 @@ def draw(pool: tuple[pd.DataFrame, store.TensorSet], shots: int, seed: int) -> t
 def run_setting(repo: Path, methods: list[str], seeds: list[int]) -> dict:
     """Every method over every seed on the sandbox's source model: per-run reports and paired summaries."""
     p = load_params(repo / "params.yaml")
-    runtime, model, meta = open_model(repo / "models" / "model.pt", p.train.precision)
+    runtime = start(p.train.precision)
+    model, meta = load_checkpoint(repo / "models" / "model.pt", runtime.device)
     train, test = (store.load(repo / "data" / "packed" / f"{n}.pt") for n in ("train", "test"))
-    t, pool = p.train, shift_pool(repo)
+    pool = shift_pool(repo)
     runs: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
         shots, target = draw(pool, p.adapt.shots, seed)
         for method in methods:
-            cfg = AdaptConfig.from_params(p.adapt, seed, t.weight_decay, t.label_smoothing, t.class_weights, method)
             started = time.monotonic()
             seed_everything(seed)  # every method from the same random state: paired comparisons
-            _, report = adapt_and_report(model, shots, target, test, train, meta["input"], cfg, runtime, p.eval.batch_size)
+            _, report = adapt_and_report(model, shots, target, test, train, meta["input"], dataclasses.replace(p.adapt, method=method),
+                                         p.train, seed, runtime, p.eval.batch_size)
             runs[method][seed] = {"seconds": round(time.monotonic() - started, 1), **{k: report[k] for k in (
                 "shots_used", "gain", "forgetting")}, "before": report["before"]["macro_f1"], "after": report["after"]["macro_f1"],
                 "in_domain_before": report["in_domain_before"]["macro_f1"], "in_domain_after": report["in_domain_after"]["macro_f1"]}
@@ -131,6 +135,8 @@ def main(
         raise typer.BadParameter(f"--methods {unknown}: not adapt methods ({', '.join(sorted(METHODS))})")
     if muxspace is not None and not muxspace.is_dir():
         raise typer.BadParameter(f"--muxspace {muxspace} is not a folder")
+    if not study.is_file():
+        raise typer.BadParameter(f"--study {study} does not exist; give a YAML file of settings (name: params)")
     settings = yaml.safe_load(study.read_text())
     if not keep:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -145,12 +151,9 @@ def main(
         started = time.monotonic()
         repo = workdir / name.replace("/", "-")
         reused = keep and (repo / ".git").is_dir()
-        if not reused:
-            make_sandbox(repo)
-            params = yaml.safe_load((repo / "params.yaml").read_text())
-            merge(params, substitute(overrides, muxspace and muxspace.resolve()))  # as `emopipe recipe` applies a recipe
-            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        sh(repo, "dvc", "repro", "train")  # with --keep, a no-op where the source model is up to date
+        if not reused:  # the setting merged as `emopipe recipe` applies a recipe
+            make_sandbox(repo, substitute(overrides, muxspace and muxspace.resolve()))
+        repro(repo, "train")  # with --keep, a no-op where the source model is up to date
         minutes = None if reused else round((time.monotonic() - started) / 60, 2)  # data stages + source model
         results[name] = {"params": overrides, "seeds": seeds, "machine": {"cpu": cpu_model(), "cores": available_cores()},
                          "source_model_minutes": minutes, **run_setting(repo, methods, seeds)}
@@ -172,4 +175,4 @@ def write(out: Path, result: dict) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

@@ -1,7 +1,7 @@
 """Training, inference and pipeline speed on this machine, with pass/miss against the targets.
 
-    python -m emopipe.tools.bench                 # measurements + full and no-op `dvc repro` in a sandbox
-    python -m emopipe.tools.bench --no-repro      # measurements only (a minute on 2 CPU cores)
+    python -m emopipe_studies.bench                 # measurements + full and no-op `dvc repro` in a sandbox
+    python -m emopipe_studies.bench --no-repro      # measurements only (a minute on 2 CPU cores)
 
 Rows:
 - model-only train img/s: forward + backward + AdamW step of the params' model on random
@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -37,18 +36,18 @@ from torch import nn
 
 from emopipe import numerics
 from emopipe.cli import run
-from emopipe.config import Params
+from emopipe.config import Params, TrainParams, load_params
 from emopipe.data import store
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
-from emopipe.engine.fit import FitConfig, fit, fit_config
-from emopipe.errors import ParamError
+from emopipe.engine.fit import fit
+from emopipe.errors import MissingFileError, ParamError
 from emopipe.io import write_json
-from emopipe.modeling.checkpoint import input_spec
-from emopipe.modeling.models import build
+from emopipe.machine import cpu_model
+from emopipe.modeling.checkpoint import params_spec
+from emopipe.modeling.models import factory
 from emopipe.runtime import Runtime, configure_threads, seed_everything, select_runtime
-from emopipe.stage import load_params
-from emopipe.tools.sandbox import REPO, make_sandbox, sh
+from emopipe_ci.harness import REPO, CommandFailed, load_overrides, make_sandbox, repro
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -97,43 +96,43 @@ def median_seconds(step: Callable[[], object], device: torch.device, warmup: int
     return statistics.median(times)
 
 
-def model_only_rate(model: nn.Module, runtime: Runtime, cfg: FitConfig, n_classes: int, channels: int, size: int,
+def model_only_rate(model: nn.Module, runtime: Runtime, t: TrainParams, n_classes: int, channels: int, size: int,
                     warmup: int, repeats: int) -> float:
     """Train images/s of the model alone: one optimiser step on a fixed random batch in memory."""
     model = model.to(runtime.device).train()
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     g = torch.Generator().manual_seed(0)
-    x = runtime.prepare(torch.randn(cfg.batch_size, channels, size, size, generator=g).to(runtime.device))
-    y = torch.randint(0, n_classes, (cfg.batch_size,), generator=g).to(runtime.device)
+    x = runtime.prepare(torch.randn(t.batch_size, channels, size, size, generator=g).to(runtime.device))
+    y = torch.randint(0, n_classes, (t.batch_size,), generator=g).to(runtime.device)
 
     def step() -> None:
         with runtime.autocast():
             logits = model(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    return cfg.batch_size / median_seconds(step, runtime.device, warmup, repeats)
+    return t.batch_size / median_seconds(step, runtime.device, warmup, repeats)
 
 
-def end_to_end_epoch(new_model: Callable[[], nn.Module], train: TensorSet, spec: dict, cfg: FitConfig, runtime: Runtime,
-                     warmup: int) -> tuple[float, float, nn.Module]:
+def end_to_end_epoch(new_model: Callable[[], nn.Module], train: TensorSet, spec: dict, t: TrainParams, seed: int,
+                     runtime: Runtime, warmup: int) -> tuple[float, float, nn.Module]:
     """(images/s, seconds, trained model) of one epoch of the real `fit`, without validation.
 
     A short untimed `fit` on the first `warmup` batches comes first, so one-off set-up costs
     (kernel selection, allocator growth) stay out of the epoch, as they do in model-only.
     """
-    one_epoch = dataclasses.replace(cfg, epochs=1)
+    one_epoch = dataclasses.replace(t, epochs=1)
     if warmup:
-        head = train.subset(np.arange(min(len(train), warmup * cfg.batch_size)))
-        fit(new_model(), head, None, spec, one_epoch, runtime, progress=False)
+        head = train.subset(np.arange(min(len(train), warmup * t.batch_size)))
+        fit(new_model(), head, None, spec, one_epoch, seed, runtime, progress=False)
     model = new_model()
     _sync(runtime.device)
     start = time.perf_counter()
-    result = fit(model, train, None, spec, one_epoch, runtime, progress=False)
+    result = fit(model, train, None, spec, one_epoch, seed, runtime, progress=False)
     _sync(runtime.device)
     seconds = time.perf_counter() - start
     return len(train) / seconds, seconds, result.model
@@ -156,12 +155,7 @@ def peak_rss_mb(who: int = resource.RUSAGE_SELF) -> float:
 
 def time_repro(root: Path) -> dict[str, float]:
     """Wall time of a full `dvc repro` in `root`, of the no-op one right after, and the largest process's peak RSS."""
-    start = time.perf_counter()
-    sh(root, "dvc", "repro")
-    full = time.perf_counter() - start
-    start = time.perf_counter()
-    sh(root, "dvc", "repro")
-    noop = time.perf_counter() - start
+    full, noop = repro(root), repro(root)
     return {"repro_s": full, "noop_repro_s": noop, "repro_peak_rss_mb": peak_rss_mb(resource.RUSAGE_CHILDREN)}
 
 
@@ -172,17 +166,15 @@ def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) 
     if tuple(train.images.shape[1:]) != expected:
         raise ParamError(f"{data} is packed at {'×'.join(map(str, train.images.shape[1:]))} but params say "
                          f"{'×'.join(map(str, expected))}: run `dvc repro pack`")
-    f = p.faces  # as the train stage
-    faces = {"enabled": f.enabled, "margin": f.margin, "size": f.size, "detector": f.detector, "align": f.align}
-    spec = input_spec(p.input.size, p.input.channels, faces, p.input.normalization)
-    cfg = fit_config(p.train, p.seed, train.classes)
+    spec = params_spec(p.input, p.faces)  # as the train stage
+    build = factory(p.model, p.model_args, p.input.channels, train.classes)
 
     def new_model() -> nn.Module:
         torch.manual_seed(p.seed)  # as the train stage: seeded, then built
-        return build(p.model, len(train.classes), p.input.channels, train.classes, **p.model_args)
+        return build()
 
-    model_only = model_only_rate(new_model(), runtime, cfg, len(train.classes), p.input.channels, p.input.size, warmup, repeats)
-    e2e, seconds, trained = end_to_end_epoch(new_model, train, spec, cfg, runtime, warmup)
+    model_only = model_only_rate(new_model(), runtime, p.train, len(train.classes), p.input.channels, p.input.size, warmup, repeats)
+    e2e, seconds, trained = end_to_end_epoch(new_model, train, spec, p.train, p.seed, runtime, warmup)
     inference = inference_rate(trained, test.images, spec, runtime, p.eval.batch_size, warmup, repeats)
     return {
         "model_only_img_s": model_only,
@@ -195,14 +187,6 @@ def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) 
 
 
 # ---- report ------------------------------------------------------------------------------
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
 
 def machine_facts(runtime: Runtime, threads: int) -> dict[str, str]:
     return {
@@ -266,7 +250,7 @@ def scratch(keep: bool) -> Iterator[Path]:
 def sandbox_repro(tmp: Path, params: Path) -> tuple[Path, dict[str, float]]:
     """Copy the repo into `tmp` with these params (merged over params.yaml) and time its repros."""
     same = params.resolve() == (REPO / "params.yaml").resolve()
-    root = make_sandbox(tmp / "repo", None if same else params)
+    root = make_sandbox(tmp / "repo", None if same else load_overrides(params))
     typer.echo(f"running a full `dvc repro` in {root} (minutes) ...", err=True)
     return root, time_repro(root)
 
@@ -284,7 +268,7 @@ def main(
     p = load_params(params)
     numerics.require(p.train.precision)
     if not packed(data) and not repro:
-        raise FileNotFoundError(f"{data}/train.pt and test.pt are needed: run `dvc repro pack` first "
+        raise MissingFileError(f"{data}/train.pt and test.pt are needed: run `dvc repro pack` first "
                                 "(or drop --no-repro to bench on the sandbox's packed data)")
     seed_everything(p.seed)
     threads = configure_threads()
@@ -295,7 +279,7 @@ def main(
             tmp = stack.enter_context(scratch(keep))
             try:
                 root, timings = sandbox_repro(tmp, params)
-            except RuntimeError as err:  # a stage failed: its output is in the message
+            except CommandFailed as err:  # a stage failed: its output is in the message
                 typer.echo(f"error: {err}", err=True)
                 raise typer.Exit(1) from None
             results.update(timings)

@@ -1,6 +1,6 @@
 """Measure a recipe on a photo folder: test macro-F1 over seeds and wall minutes per run, as JSON.
 
-    python -m emopipe.tools.measure real-photos --data ../shared/datasets/muxspace-dev --seeds 0 1 2 \\
+    python -m emopipe_studies.measure real-photos --data ../shared/datasets/muxspace-dev --seeds 0 1 2 \\
         --grouped '^(.+)_\\d+\\.\\w+$' --out reports/real-photos.json
 
 A sandbox copy of this repository gets the recipe, the folder (as the main domain, with no shift
@@ -18,49 +18,30 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import typer
-import yaml
 
-from emopipe.engine.evaluate import classification_metrics
+from emopipe.apps.recipe import recipe_file
+from emopipe.cli import run
+from emopipe.config import merge
+from emopipe.engine.metrics import classification_metrics
 from emopipe.io import write_json
-from emopipe.runtime import available_cores
-from emopipe.tools.bench import cpu_model
-from emopipe.tools.recipe import merge, recipe_file
-from emopipe.tools.report import interval_verdict, paired_difference
-from emopipe.tools.sandbox import deep_merge, make_sandbox, sh
+from emopipe.machine import available_cores, cpu_model
+from emopipe.stats import bootstrap_interval, interval_verdict, paired_difference
+from emopipe_ci.harness import (
+    as_tree,
+    load_overrides,
+    make_sandbox,
+    parse_assignments,
+    read_params,
+    repro,
+    set_params,
+)
 
 app = typer.Typer(add_completion=False, help=__doc__)
-
-
-def parse_sets(items: list[str] | None) -> dict:
-    """['train.epochs=5', ...] -> nested {'train': {'epochs': 5}} (values parsed as YAML)."""
-    tree: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"--set wants KEY=VALUE, got {item!r}")
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return tree
-
-
-def set_params(repo: Path, changes: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    (repo / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, changes), sort_keys=False))
-
-
-def timed_repro(repo: Path, target: str) -> float:
-    start = time.monotonic()
-    sh(repo, "dvc", "repro", target)
-    return time.monotonic() - start
 
 
 def read(repo: Path, name: str) -> dict:
@@ -87,8 +68,7 @@ def seed_ensemble(predictions: list[pd.DataFrame], resamples: int = 1000) -> dic
         ensemble, *singles = (classification_metrics(y[rows], pred[rows], classes)["macro_f1"] for pred in preds)
         return ensemble - statistics.fmean(singles)
 
-    rng = np.random.default_rng(0)
-    low, high = np.percentile([gain(rng.integers(0, len(y), len(y))) for _ in range(resamples)], [2.5, 97.5])
+    low, high = bootstrap_interval(gain, len(y), resamples)
     ensemble = classification_metrics(y, preds[0], classes)
     return {"models": len(predictions), "macro_f1": ensemble["macro_f1"], "accuracy": ensemble["accuracy"],
             "gain_vs_single_mean": round(gain(np.arange(len(y))), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
@@ -100,7 +80,7 @@ def run_seeds(repo: Path, seeds: list[int], data_seconds: float) -> dict:
     runs, predictions = [], []
     for seed in seeds:
         set_params(repo, {"seed": seed})
-        seconds = timed_repro(repo, "evaluate")
+        seconds = repro(repo, "evaluate")
         ev = read(repo, "eval")
         predictions.append(pd.read_csv(repo / "plots" / "eval" / "predictions.csv"))
         runs.append({"seed": seed, "macro_f1": ev["macro_f1"], "accuracy": ev["accuracy"],
@@ -176,23 +156,21 @@ def main(
     if not data.is_dir():
         raise typer.BadParameter(f"--data {data} is not a folder; give the class-per-folder photo tree")
     base = load_baseline(baseline, data.resolve().name) if baseline is not None else None
-    overrides = deep_merge(yaml.safe_load(recipe_file(recipe).read_text()) or {}, parse_sets(sets))
-    overrides = deep_merge(overrides, {"data": {"source": "folder", "folder": str(data.resolve())},
-                                       "shift": {"source": "none"}, "split": {"group_pattern": None}})
+    overrides = load_overrides(recipe_file(recipe))
+    merge(overrides, as_tree(parse_assignments(sets, "--set")))
+    merge(overrides, {"data": {"source": "folder", "folder": str(data.resolve())}, "shift": {"source": "none"},
+                      "split": {"group_pattern": None}})
     reported = overrides | {"data": {"source": "folder", "folder": data.name}}
     kept = stratified_figures(out, recipe, data.resolve().name, reported, seeds, grouped) if resume else None
     shutil.rmtree(workdir, ignore_errors=True)
-    repo = make_sandbox(workdir)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    merge(params, overrides)  # as `emopipe recipe` applies it
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    faces = params["faces"]
+    repo = make_sandbox(workdir, overrides)  # merged as `emopipe recipe` applies a recipe
+    faces = read_params(repo)["faces"]
 
     if kept:
         result = kept
         typer.echo(f"--resume: stratified figures kept from {out}", err=True)
     else:
-        data_seconds = timed_repro(repo, "pack")
+        data_seconds = repro(repo, "pack")
         result = {
             "dataset": data.resolve().name,
             "recipe": recipe,
@@ -210,7 +188,7 @@ def main(
     if grouped:
         # Data stages: re-split and pack only, or (after --resume, in a fresh sandbox) every data stage.
         set_params(repo, {"split": {"group_pattern": grouped}})
-        regroup = timed_repro(repo, "pack")
+        regroup = repro(repo, "pack")
         result["person_grouped"] = {"group_pattern": grouped, **run_seeds(repo, seeds, regroup)}
         write_json(out, result)
     if base is not None:
@@ -222,4 +200,4 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

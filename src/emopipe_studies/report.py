@@ -1,7 +1,7 @@
 """A markdown report of DVC experiments: variants (experiments equal but for `seed`), mean ± std over seeds.
 
-    python -m emopipe.tools.report --out reports/experiments.md
-    python -m emopipe.tools.report --only abl- --baseline abl-small-basic --compare abl-small-basic abl-small-basic-balance
+    python -m emopipe_studies.report --out reports/experiments.md
+    python -m emopipe_studies.report --only abl- --baseline abl-small-basic --compare abl-small-basic abl-small-basic-balance
 
 Test metrics come from metrics/eval.json, validation macro-F1 from metrics/train.json and
 shift macro-F1 from metrics/shift.json (plain). Each variant is compared with the baseline by
@@ -17,15 +17,17 @@ import json
 import math
 import re
 import statistics
-import subprocess
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import typer
-from scipy import stats
+
+from emopipe.cli import run as run_app
+from emopipe.io import atomic_path
+from emopipe.stats import CONFIDENCE, PairedDiff, paired_difference
+from emopipe_ci.harness import run
 
 SEED_KEYS = ("seed",)          # params that vary within a variant
 PREDICTIONS = "plots/eval/predictions.csv"
@@ -41,7 +43,6 @@ COLUMNS = (
 TEST_F1 = "macro F1"
 VAL_F1 = "val macro-F1"
 SHIFT_F1 = "shift macro-F1"
-CONFIDENCE = 0.95
 CI = f"{CONFIDENCE:.0%} CI"
 RULE = ("variant and baseline are paired by seed (only seeds both were run with); per pair "
         "d = metric(variant) − metric(baseline), so what a seed does to both runs alike cancels. The table gives "
@@ -119,15 +120,13 @@ def parse_exp_show(shown: list[dict]) -> tuple[dict[str, dict[str, Any]], list[E
 
 
 def load_json(path: Path) -> list[dict]:
+    if not Path(path).is_file():
+        raise typer.BadParameter(f"--from-json {path} does not exist; give the output of `dvc exp show --json`")
     return json.loads(Path(path).read_text())
 
 
 def exp_show(repo: Path, all_commits: bool = False) -> list[dict]:
-    args = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
-    done = subprocess.run(args, cwd=repo, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"`dvc exp show --json` failed in {repo}:\n{done.stderr}")
-    return json.loads(done.stdout)
+    return json.loads(run(repo, "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])).stdout)
 
 
 # ---------------------------------------------------------------------------- variants and statistics
@@ -164,50 +163,6 @@ class Variant:
         if not vals:
             return math.nan, None, 0
         return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None), len(vals)
-
-
-@dataclass(frozen=True)
-class PairedDiff:
-    """Mean of the paired differences variant − baseline over n shared seeds, and its confidence interval."""
-    n: int
-    mean: float
-    half_width: float | None        # t(1 − α/2, n−1)·sd/√n; None with one pair (no interval)
-
-    @property
-    def low(self) -> float | None:
-        return None if self.half_width is None else self.mean - self.half_width
-
-    @property
-    def high(self) -> float | None:
-        return None if self.half_width is None else self.mean + self.half_width
-
-    @property
-    def verdict(self) -> str:
-        """interval_verdict of the 95% interval, or n/a (one pair)."""
-        return "n/a" if self.half_width is None else interval_verdict(self.low, self.high)
-
-
-def interval_verdict(low: float, high: float) -> str:
-    """better | worse (the interval [low, high] of a difference excludes 0; higher = better) | within noise."""
-    if low > 0:
-        return "better"
-    if high < 0:
-        return "worse"
-    return "within noise"
-
-
-def paired_difference(variant: Mapping[Any, float], baseline: Mapping[Any, float]) -> PairedDiff | None:
-    """Differences variant[s] − baseline[s] over the seeds s in both: their mean with a CONFIDENCE Student-t
-    interval, mean ± t(1 − α/2, n−1)·sd/√n (sample sd, ddof=1). None when no seed is in both."""
-    diffs = [variant[s] - baseline[s] for s in variant if s in baseline]
-    n = len(diffs)
-    if n == 0:
-        return None
-    mean = statistics.fmean(diffs)
-    if n == 1:
-        return PairedDiff(n=1, mean=mean, half_width=None)
-    t = float(stats.t.ppf((1 + CONFIDENCE) / 2, n - 1))
-    return PairedDiff(n=n, mean=mean, half_width=t * statistics.stdev(diffs) / math.sqrt(n))
 
 
 @dataclass(frozen=True)
@@ -313,10 +268,7 @@ def fmt_paired(d: PairedDiff | None, n_pairs: int) -> tuple[str, str]:
 
 # ---------------------------------------------------------------------------- confusion matrices
 def git_show(repo: Path, rev: str, path: str) -> str:
-    done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True)
-    if done.returncode:
-        raise RuntimeError(f"`git show {rev}:{path}` failed in {repo}: {done.stderr.strip()}")
-    return done.stdout
+    return run(repo, "git", "show", f"{rev}:{path}").stdout
 
 
 def confusion(csv_text: str) -> Counter:
@@ -454,7 +406,6 @@ def select(exps: list[Exp], only: list[str] | None) -> list[Exp]:
 
 
 def write_report(path: Path, text: str) -> None:
-    from emopipe.io import atomic_path
     with atomic_path(Path(path)) as tmp:
         tmp.write_text(text)
 
@@ -485,4 +436,4 @@ def main(
 
 
 if __name__ == "__main__":
-    app()
+    run_app(app)

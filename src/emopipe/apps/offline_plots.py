@@ -5,7 +5,7 @@ blank. This template inlines the three libraries from the `vl-convert-python` wh
 `javascript_bundle()`, ~0.9 MB) instead; `.dvc/config` points `plots.html_template` at it and
 `make install` writes it (the file is generated, not committed):
 
-    python -m emopipe.tools.offline_plots            # -> .dvc/plots/offline.html
+    python -m emopipe.apps.offline_plots            # -> .dvc/plots/offline.html
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from emopipe.cli import run
 from emopipe.io import atomic_path
 
 TEMPLATE = Path(".dvc/plots/offline.html")  # `plots.html_template` in .dvc/config is relative to .dvc/
@@ -46,4 +47,4 @@ def main(repo: Path = typer.Option(Path("."), help="DVC repository to write .dvc
 
 
 if __name__ == "__main__":
-    app()
+    run(app)

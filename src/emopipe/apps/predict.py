@@ -1,9 +1,9 @@
 """Predict the emotion in new photos with a trained checkpoint.
 
-    python -m emopipe.tools.predict photo.jpg --model models/model.pt
-    python -m emopipe.tools.predict photos/ --model models/model.pt --csv predictions.csv --top 3
-    python -m emopipe.tools.predict clip.mp4 --every 5          # annotated video + per-second emotions
-    python -m emopipe.tools.predict --camera 0 --max-seconds 30 # a webcam
+    emopipe predict photo.jpg --model models/model.pt
+    emopipe predict photos/ --model models/model.pt --csv predictions.csv --top 3
+    emopipe predict clip.mp4 --every 5          # annotated video + per-second emotions
+    emopipe predict --camera 0 --max-seconds 30 # a webcam
 
 Each photo is decoded like intake does, cropped to its largest face like the faces stage
 does (a centre crop when none is found) if the model was trained on face crops (the
@@ -25,15 +25,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from emopipe.data.faces import Detector, find_and_crop, make_detector
+from emopipe.apps.video import VIDEO_SUFFIXES, predict_video
+from emopipe.cli import run
+from emopipe.data.faces.crop import find_and_crop
+from emopipe.data.faces.detectors import Detector, make_detector
 from emopipe.data.intake import IMAGE_SUFFIXES, ImageRejected, load_rgb
 from emopipe.data.store import to_tensor
 from emopipe.engine.evaluate import predict_proba
 from emopipe.errors import UserError
 from emopipe.io import atomic_path, write_csv
-from emopipe.modeling.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import face_settings, load_checkpoint
 from emopipe.runtime import select_runtime
-from emopipe.tools.video import VIDEO_SUFFIXES, predict_video
 
 COLUMNS = ["file", "face_found", "face_box", "label", "probability", "error"]  # then one p_<class> per class
 _CHUNK = 256  # photos decoded at a time: bounds memory on large folders
@@ -93,14 +95,6 @@ def face_cropping(spec: dict, faces: bool | None) -> tuple[bool, str]:
         return False, "the checkpoint has no face settings"
     enabled = bool(spec["faces"].get("enabled"))
     return enabled, f"the model was trained {'on' if enabled else 'without'} face crops"
-
-
-def face_settings(spec: dict) -> dict:
-    """How the training data was cropped (the checkpoint's ``input.faces``), defaults filled in:
-    checkpoints from before detector and align were recorded used haar, unaligned."""
-    trained = spec.get("faces", {})
-    return {"margin": trained.get("margin", 0.25), "size": trained.get("size", 160),
-            "detector": trained.get("detector", "haar"), "align": bool(trained.get("align", False))}
 
 
 def _prepare(path: Path, spec: dict, detector: Detector | None, trained: dict) -> tuple[dict, torch.Tensor | None]:
@@ -218,5 +212,6 @@ def _video(target: Path | None, camera: int | None, model: Path, csv: Path | Non
                f"annotated video {video_out}, per-second emotions {csv}")
     return 0
 
+
 if __name__ == "__main__":
-    app()
+    run(app)

@@ -4,8 +4,10 @@
     emopipe recipe recipes/my-recipe.yaml          # a recipe file of your own
 
 A recipe is a YAML file of params (any subset of params.yaml, nested as there) in `recipes/`.
-Its values are merged into params.yaml in place: comments and every other param stay as they
-are, and `git diff params.yaml` shows exactly what the recipe changed.
+Its values are merged into params.yaml in place by the rule of `emopipe.config.merge`: comments
+and every other param stay as they are, and `git diff params.yaml` shows exactly what the recipe
+changed. The result is checked (types, ranges, and every registered choice) before it replaces
+params.yaml.
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import typer
 from ruamel.yaml import YAML
 
 from emopipe.cli import run
+from emopipe.config import Params, load_params, merge
 from emopipe.errors import ParamError
 from emopipe.io import atomic_path
-from emopipe.stage import load_params
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -31,17 +33,26 @@ def recipe_file(name: str, folder: Path = Path("recipes")) -> Path:
     raise ParamError(f"recipe {name!r} not found (neither a file nor {folder}/{name}.yaml); recipes: {known}")
 
 
-WHOLE = ("model_args",)  # replaced, not merged: a builder's arguments belong to the recipe's model
+def check_choices(p: Params) -> None:
+    """Every param that names a registered choice, looked up in its registry. The stages check the ones
+    they use when they run; this checks them all at once, before a long run starts."""
+    from emopipe.data.augment import POLICIES
+    from emopipe.data.faces.detectors import DETECTORS
+    from emopipe.data.oversample import METHODS as OVERSAMPLING
+    from emopipe.data.sources import SOURCES
+    from emopipe.engine.adapt import METHODS as ADAPTATION
+    from emopipe.engine.evaluate import TTA
+    from emopipe.modeling.losses import LOSSES
+    from emopipe.modeling.models import MODELS
+    from emopipe.modeling.schedulers import SCHEDULERS
 
-
-def merge(into: dict, recipe: dict) -> None:
-    """Set every leaf of `recipe` in `into` (a ruamel mapping, so comments survive), creating sections as
-    needed; the sections in WHOLE are replaced as a whole."""
-    for key, value in recipe.items():
-        if isinstance(value, dict) and value and isinstance(into.get(key), dict) and key not in WHOLE:
-            merge(into[key], value)
-        else:
-            into[key] = value
+    for registry, value, param in [
+        (MODELS, p.model, None), (SOURCES, p.data.source, "data.source"), (SOURCES, p.shift.source, "shift.source"),
+        (DETECTORS, p.faces.detector, None), (OVERSAMPLING, p.oversample.method, None), (LOSSES, p.train.loss, None),
+        (SCHEDULERS, p.train.scheduler, None), (POLICIES, p.train.augment, "train.augment"), (TTA, p.eval.tta, None),
+        (ADAPTATION, p.adapt.method, None), (POLICIES, p.adapt.augment, "adapt.augment"),
+    ]:
+        registry.lookup(value, param)
 
 
 @app.command()
@@ -56,13 +67,13 @@ def main(
     recipe = YAML(typ="safe").load(recipe_file(name).read_text()) or {}
     for section, folder in (("data", data), ("shift", shift)):
         if folder is not None:
-            recipe.setdefault(section, {}).update({"source": "folder", "folder": str(folder.expanduser().resolve())})
+            merge(recipe, {section: {"source": "folder", "folder": str(folder.expanduser().resolve())}})
     tree = yaml.load(params.read_text())
     merge(tree, recipe)
     with atomic_path(params) as tmp:
         with tmp.open("w") as out:
             yaml.dump(tree, out)
-        load_params(tmp)  # an invalid result never replaces params.yaml
+        check_choices(load_params(tmp))  # an invalid result never replaces params.yaml
     typer.echo(f"{params}: applied recipe {name!r}; run `dvc exp run` (or `dvc repro`); `git diff {params}` shows the changes")
 
 

@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from emopipe.data.faces import Detector, face_crop, make_detector
+from emopipe.data.faces.detectors import Detector, make_detector
+from emopipe.data.faces.geometry import face_crop
 from emopipe.data.store import to_tensor
 from emopipe.engine.evaluate import predict_proba
 from emopipe.errors import UserError
 from emopipe.io import atomic_path
-from emopipe.modeling.checkpoint import load_checkpoint
+from emopipe.modeling.checkpoint import face_settings, load_checkpoint
 from emopipe.runtime import select_runtime
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"})
@@ -94,7 +95,7 @@ def predict_video(source: str | int, model_path: Path, video_out: Path | None, *
     runtime = select_runtime("fp32")
     model, meta = load_checkpoint(model_path, runtime.device)
     spec, classes = meta["input"], meta["classes"]
-    trained = {"margin": 0.25, "size": 160, "detector": "haar", "align": False, **spec.get("faces", {})}
+    trained = face_settings(spec)
     detector = make_detector(trained["detector"]) if faces else None
     capture, fps = open_capture(source)
     rows, latest, index, writer = [], [], 0, None

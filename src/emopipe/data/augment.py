@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from emopipe.registry import Registry
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -27,14 +29,15 @@ class Policy:
     noise: float = 0.0  # max std of additive Gaussian pixel noise (per sample, uniform in [0, noise])
 
 
-POLICIES = {
-    "none": Policy(),
-    "basic": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2),
-    "targeted": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2, grayscale=0.2, translate=0.1),
-    # the shifted domain's nuisances: low contrast, colour casts, blur, sensor noise
-    "shift": Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.3, contrast=0.5, grayscale=0.2,
-                    translate=0.1, blur=0.5, noise=0.08),
-}
+# The policies `train.augment` and `adapt.augment` name.
+POLICIES: Registry[Policy] = Registry("train.augment", "augment policy")
+POLICIES["none"] = Policy()
+POLICIES["basic"] = Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2)
+POLICIES["targeted"] = Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.2, contrast=0.2,
+                              grayscale=0.2, translate=0.1)
+# the shifted domain's nuisances: low contrast, colour casts, blur, sensor noise
+POLICIES["shift"] = Policy(crop_scale=(0.8, 1.0), crop_ratio=(3 / 4, 4 / 3), flip=0.5, rotate=10.0, brightness=0.3, contrast=0.5,
+                           grayscale=0.2, translate=0.1, blur=0.5, noise=0.08)
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
@@ -19,25 +20,51 @@ from emopipe.config import RenderParams, SourceParams
 from emopipe.data import kaggle, synthetic
 from emopipe.data.intake import MANIFEST_COLUMNS, REJECT_COLUMNS, IntakeResult, ingest_folder
 from emopipe.errors import ParamError
-from emopipe.runtime import available_cores
+from emopipe.machine import available_cores
+from emopipe.registry import Registry
+
+# A source brings one domain's class-per-folder tree: (its params, section, staging folder, data seed,
+# progress) -> the tree's root, or None for no images at all.
+SOURCES: Registry[Callable[[SourceParams, str, Path, int, bool], Path | None]] = Registry("data.source", "source")
 
 
-def source_folder(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:
-    """The class-per-folder tree for this source (generated into `staging` when synthetic)."""
-    if src.source == "synthetic":
-        try:
-            synthetic.generate(staging, src.synthetic_counts, domain=src.synthetic_domain, size=src.synthetic_size,
-                               seed=seed, label_noise=src.label_noise, severity=src.synthetic_severity,
-                               progress=progress, workers=available_cores())
-        except ValueError as err:
-            raise ParamError(f"{section}.synthetic_counts / {section}.synthetic_domain: {err}") from None
-        return staging
-    if src.source == "kaggle":
-        return kaggle.download(src.kaggle_handle, sub_path=src.kaggle_sub_path)
+@SOURCES.register("synthetic")
+def generated(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:
+    """Procedural faces (the offline default), drawn into `staging`."""
+    if not src.synthetic_counts:
+        raise ParamError(f"{section}.synthetic_counts must name at least one class when {section}.source is 'synthetic'")
+    try:
+        synthetic.generate(staging, src.synthetic_counts, domain=src.synthetic_domain, size=src.synthetic_size,
+                           seed=seed, label_noise=src.label_noise, severity=src.synthetic_severity,
+                           progress=progress, workers=available_cores())
+    except ValueError as err:
+        raise ParamError(f"{section}.synthetic_counts / {section}.synthetic_domain: {err}") from None
+    return staging
+
+
+@SOURCES.register("kaggle")
+def kaggle_dataset(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:
+    """A Kaggle dataset through kagglehub (its cache when offline)."""
+    return kaggle.download(src.kaggle_handle, sub_path=src.kaggle_sub_path)
+
+
+@SOURCES.register("folder")
+def local_folder(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> Path:
+    """A class-per-folder tree on disk."""
+    if not src.folder:
+        raise ParamError(f"{section}.folder must be set when {section}.source is 'folder'")
     folder = Path(src.folder).expanduser()
     if not folder.is_dir():
         raise ParamError(f"{section}.folder={src.folder!r} is not a directory")
     return folder
+
+
+@SOURCES.register("none")
+def no_images(src: SourceParams, section: str, staging: Path, seed: int, progress: bool) -> None:
+    """No second domain (shift only): shift evaluation and adaptation are skipped."""
+    if section == "data":
+        raise ParamError("data.source: none leaves the main domain without images; only shift.source may be none")
+    return None
 
 
 def part_position(name: str, pattern: str | None) -> float:
@@ -50,7 +77,7 @@ def part_position(name: str, pattern: str | None) -> float:
 
 def renderer(r: RenderParams):
     """The image transform `r` asks for, or None when it changes nothing."""
-    if r == RenderParams():
+    if r.identity:
         return None
 
     def render(img: Image.Image) -> Image.Image:
@@ -95,8 +122,7 @@ def fetch(src: SourceParams, section: str, out_dir: Path, seed: int, progress: b
     """Bring one domain's images into `out_dir` (normalised JPEGs) and return manifest + rejects.
 
     `group_pattern` names the person in a file name, so that `part` cuts between people."""
-    if src.source == "none":
-        return IntakeResult(pd.DataFrame(columns=MANIFEST_COLUMNS), pd.DataFrame(columns=REJECT_COLUMNS))
+    bring = SOURCES.lookup(src.source, f"{section}.source")
     lo, hi = src.part
 
     def outside_part(source: str) -> str | None:
@@ -104,7 +130,9 @@ def fetch(src: SourceParams, section: str, out_dir: Path, seed: int, progress: b
         return None if lo <= position < hi else f"other-part: outside {section}.part [{lo:g}, {hi:g})"
 
     with tempfile.TemporaryDirectory(prefix="emopipe-") as staging:
-        root = source_folder(src, section, Path(staging), seed, progress)
+        root = bring(src, section, Path(staging), seed, progress)
+        if root is None:
+            return IntakeResult(pd.DataFrame(columns=MANIFEST_COLUMNS), pd.DataFrame(columns=REJECT_COLUMNS))
         result = ingest_folder(root, out_dir, progress=progress, exclude=outside_part if (lo, hi) != (0.0, 1.0) else None,
                                render=renderer(src.render))
     return select_classes(result, src, section, out_dir)

@@ -90,7 +90,7 @@ def source_split(frame: pd.DataFrame, groups: np.ndarray, val_share: float, seed
 def main_splits(frame: pd.DataFrame, groups: np.ndarray, s: SplitParams, seed: int) -> tuple[pd.DataFrame, dict]:
     """The main domain with its `split` column (and `fold` under k-fold), and how it was made:
     the source's own splits (when it has them and `split.use_source_splits` allows), fold 0 of
-    `split.folds` person-grouped folds, or the stratified holdout `split.train/val/test`."""
+    `split.test_folds` person-grouped folds, or the stratified holdout `split.train/val/test`."""
     found = "source_split" in frame.columns and bool(frame["source_split"].notna().any())
     use = found and s.protocol == "holdout" if s.use_source_splits is None else s.use_source_splits
     if use and not found:
@@ -102,9 +102,9 @@ def main_splits(frame: pd.DataFrame, groups: np.ndarray, s: SplitParams, seed: i
         names, leaks = source_split(frame, groups, 1 - train_share, seed, s.source_leaks)
         return frame.assign(split=names), how | {"mode": "source", "source_leaks": leaks}
     if s.protocol == "kfold":
-        folds = assign_folds(frame["label"], groups, s.folds, seed)
+        folds = assign_folds(frame["label"], groups, s.test_folds, seed)
         names = fold_split(frame["label"], groups, folds, 0, train_share, seed)
-        return frame.assign(fold=folds, split=names), how | {"mode": "kfold", "folds": s.folds}
+        return frame.assign(fold=folds, split=names), how | {"mode": "kfold", "folds": s.test_folds}
     names = stratified_group_split(frame["label"], groups, {"train": s.train, "val": s.val, "test": s.test}, seed)
     return frame.assign(split=names), how | {"mode": "holdout"}
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from emopipe.io import save_torch
+from emopipe.io import atomic_path
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,8 @@ def pack(manifest: pd.DataFrame, classes: list[str], size: int, channels: int, p
 
 
 def save(path: Path, data: TensorSet) -> None:
-    save_torch(path, {"images": data.images, "labels": data.labels, "classes": data.classes, "paths": data.paths})
+    with atomic_path(path) as tmp:
+        torch.save({"images": data.images, "labels": data.labels, "classes": data.classes, "paths": data.paths}, tmp)
 
 
 def load(path: Path) -> TensorSet:

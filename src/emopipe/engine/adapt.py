@@ -7,8 +7,8 @@
               domain keeps its own statistics: the source model still serves the source domain
     replay    finetune with source train images mixed in (`replay` per shot), against forgetting
 
-A new method is one function `(model, shots, source_train, spec, cfg, runtime, progress) -> Adapted`
-and one line in METHODS.
+A new method is one function `(model, shots, source_train, spec, a, t, seed, runtime, progress) -> Adapted`
+registered in METHODS (the param `adapt.method`); `a` and `t` are the adapt and train params.
 """
 from __future__ import annotations
 
@@ -20,29 +20,26 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from emopipe.config import AdaptParams, TrainParams, TransferParams
 from emopipe.data.store import TensorSet, concat
 from emopipe.engine.evaluate import evaluate
-from emopipe.engine.fit import FitConfig, fit
+from emopipe.engine.fit import fit
 from emopipe.errors import ParamError
 from emopipe.modeling.checkpoint import normalize
+from emopipe.registry import Registry
 from emopipe.runtime import Runtime
 
 
-@dataclass(frozen=True)
-class AdaptConfig:
-    method: str
-    fit: FitConfig  # epochs, lr, batch size, augmentation and seed of the adaptation
-    replay: float = 1.0  # replay: source images per shot
-
-    @classmethod
-    def from_params(cls, adapt, seed: int, weight_decay: float, label_smoothing: float, class_weights: bool,
-                    method: str | None = None) -> AdaptConfig:
-        """The `adapt` params section with the train section's loss settings; `method` replaces the
-        section's (the adaptation study compares them). Arguments, not the params object, so a stage's
-        declared params stay what it reads (tests/test_dag.py)."""
-        fit_cfg = FitConfig(adapt.epochs, adapt.batch_size, adapt.lr, weight_decay, label_smoothing, class_weights, False,
-                            adapt.augment, seed)
-        return cls(method or adapt.method, fit_cfg, adapt.replay)
+def adaptation_training(a: AdaptParams, t: TrainParams) -> TrainParams:
+    """The training run of finetune, head and replay: the adapt section's budget and augmentation, the
+    train section's regularisation (weight decay, label smoothing, class weights); plain cross-entropy,
+    a constant lr, no sampler, clipping or early stopping, and nothing frozen."""
+    return TrainParams(
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=t.weight_decay, loss="ce", focal_gamma=0.0,
+        focal_alpha={}, label_smoothing=t.label_smoothing, class_weights=t.class_weights, weighted_sampler=False,
+        augment=a.augment, scheduler="none", early_stopping=0, grad_clip=0.0, cv_folds=1, processes=1, precision=t.precision,
+        transfer=TransferParams(freeze_epochs=0, unfreeze_every=1, backbone_lr=a.lr),
+    )
 
 
 @dataclass
@@ -51,22 +48,30 @@ class Adapted:
     source: nn.Module  # serves the source domain afterwards: `target` itself, except for `bn`
 
 
-def finetune(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, cfg: AdaptConfig, runtime: Runtime,
-             progress: bool) -> Adapted:
-    target = fit(copy.deepcopy(model), shots, None, spec, cfg.fit, runtime, progress).model
+# (model, shots, source train images, input spec, adapt params, train params, seed, runtime, progress) -> Adapted
+METHODS: Registry[Callable[..., Adapted]] = Registry("adapt.method", "adapt method")
+
+
+@METHODS.register("finetune")
+def finetune(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, a: AdaptParams, t: TrainParams, seed: int,
+             runtime: Runtime, progress: bool) -> Adapted:
+    target = fit(copy.deepcopy(model), shots, None, spec, adaptation_training(a, t), seed, runtime, progress).model
     return Adapted(target, target)
 
 
-def head(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, cfg: AdaptConfig, runtime: Runtime,
-         progress: bool) -> Adapted:
+@METHODS.register("head")
+def head(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, a: AdaptParams, t: TrainParams, seed: int,
+         runtime: Runtime, progress: bool) -> Adapted:
     """The classifier alone: progressive unfreezing that never unfreezes (frozen blocks run in eval mode)."""
-    frozen = dataclasses.replace(cfg.fit, freeze_epochs=cfg.fit.epochs)
-    target = fit(copy.deepcopy(model), shots, None, spec, frozen, runtime, progress).model
+    training = adaptation_training(a, t)
+    frozen = dataclasses.replace(training, transfer=dataclasses.replace(training.transfer, freeze_epochs=a.epochs))
+    target = fit(copy.deepcopy(model), shots, None, spec, frozen, seed, runtime, progress).model
     return Adapted(target, target)
 
 
-def batch_norm(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, cfg: AdaptConfig, runtime: Runtime,
-               progress: bool) -> Adapted:
+@METHODS.register("bn")
+def batch_norm(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, a: AdaptParams, t: TrainParams, seed: int,
+               runtime: Runtime, progress: bool) -> Adapted:
     """Re-estimate every batch-norm layer's running mean and variance on the shots' images (labels unused)."""
     target = copy.deepcopy(model).to(runtime.device)
     layers = [m for m in target.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -79,23 +84,22 @@ def batch_norm(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec
         layer.momentum = None  # a cumulative average over all the batches below
         layer.train()
     with torch.no_grad():
-        for start in range(0, len(shots), cfg.fit.batch_size):
-            target(runtime.prepare(normalize(shots.images[start : start + cfg.fit.batch_size].to(runtime.device), spec)))
+        for start in range(0, len(shots), a.batch_size):
+            target(runtime.prepare(normalize(shots.images[start : start + a.batch_size].to(runtime.device), spec)))
     for layer, original in zip(layers, (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))):
         layer.momentum = original.momentum
     return Adapted(target.eval(), model)
 
 
-def replay(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, cfg: AdaptConfig, runtime: Runtime,
-           progress: bool) -> Adapted:
-    """Fine-tune on the shots plus `replay` × len(shots) source train images drawn with the adaptation seed."""
-    n = min(len(source_train), round(cfg.replay * len(shots)))
-    drawn = torch.randperm(len(source_train), generator=torch.Generator().manual_seed(cfg.fit.seed))[:n]
-    target = fit(copy.deepcopy(model), concat(shots, source_train.subset(drawn)), None, spec, cfg.fit, runtime, progress).model
+@METHODS.register("replay")
+def replay(model: nn.Module, shots: TensorSet, source_train: TensorSet, spec: dict, a: AdaptParams, t: TrainParams, seed: int,
+           runtime: Runtime, progress: bool) -> Adapted:
+    """Fine-tune on the shots plus `adapt.replay` × len(shots) source train images drawn with the adaptation seed."""
+    n = min(len(source_train), round(a.replay * len(shots)))
+    drawn = torch.randperm(len(source_train), generator=torch.Generator().manual_seed(seed))[:n]
+    mixed = concat(shots, source_train.subset(drawn))
+    target = fit(copy.deepcopy(model), mixed, None, spec, adaptation_training(a, t), seed, runtime, progress).model
     return Adapted(target, target)
-
-
-METHODS: dict[str, Callable[..., Adapted]] = {"finetune": finetune, "head": head, "bn": batch_norm, "replay": replay}
 
 
 def _scores(metrics: dict) -> dict:
@@ -103,19 +107,21 @@ def _scores(metrics: dict) -> dict:
 
 
 def adapt_and_report(model: nn.Module, shots: TensorSet, target_eval: TensorSet, source_test: TensorSet, source_train: TensorSet,
-                     spec: dict, cfg: AdaptConfig, runtime: Runtime, batch_size: int = 128, progress: bool = False) -> tuple[Adapted, dict]:
-    """Adapt with `cfg.method`; report the target domain before/after (gain), the source test split
-    before/after (forgetting) and the shots used per class. Target metrics average over the
+                     spec: dict, a: AdaptParams, t: TrainParams, seed: int, runtime: Runtime, batch_size: int,
+                     progress: bool = False) -> tuple[Adapted, dict]:
+    """Adapt with `a.method` (`seed`: its randomness); report the target domain before/after (gain),
+    the source test split before/after (forgetting) and the shots used per class. Target metrics average over the
     classes the target domain holds. Dropout draws from the global generator: seed it first
     (`seed_everything`) to compare methods from the same random state."""
+    method = METHODS.lookup(a.method)
     before = evaluate(model, target_eval, spec, runtime, batch_size, source="the shift domain's evaluation set")[0]
     in_before = evaluate(model, source_test, spec, runtime, batch_size, source="the test split")[0]
-    adapted = METHODS[cfg.method](model, shots, source_train, spec, cfg, runtime, progress)
+    adapted = method(model, shots, source_train, spec, a, t, seed, runtime, progress)
     after = evaluate(adapted.target, target_eval, spec, runtime, batch_size)[0]
     in_after = evaluate(adapted.source, source_test, spec, runtime, batch_size)[0]
     used = torch.bincount(shots.labels, minlength=len(shots.classes)).tolist()
     return adapted, {
-        "method": cfg.method,
+        "method": a.method,
         "classes": sorted({target_eval.classes[i] for i in target_eval.labels.tolist()}),
         "shots_used": {c: n for c, n in zip(shots.classes, used) if n},
         "before": before,

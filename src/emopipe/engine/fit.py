@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from sklearn.metrics import f1_score
 from torch import nn
 from tqdm import tqdm
 
@@ -22,47 +21,12 @@ from emopipe.config import TrainParams
 from emopipe.data.augment import POLICIES, augment
 from emopipe.data.store import TensorSet
 from emopipe.engine.evaluate import predict_proba
-from emopipe.errors import ParamError
+from emopipe.engine.metrics import macro_f1
 from emopipe.modeling.checkpoint import normalize
 from emopipe.modeling.losses import LOSSES, loss_weights
 from emopipe.modeling.models import described
 from emopipe.modeling.schedulers import make_schedule
 from emopipe.runtime import Distributed, Runtime
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    epochs: int
-    batch_size: int  # global batch: split across DDP ranks
-    lr: float
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
-    class_weights: bool = True
-    weighted_sampler: bool = False
-    augment: str = "basic"
-    seed: int = 0
-    loss: str = "ce"  # a key of modeling.losses.LOSSES
-    focal_gamma: float = 2.0
-    focal_alpha: tuple[float, ...] | None = None  # per-class factor, multiplies the class weights
-    scheduler: str = "none"  # a key of modeling.schedulers.SCHEDULERS
-    early_stopping: int = 0  # patience in epochs on validation macro-F1; 0 = off
-    grad_clip: float = 0.0  # max gradient norm; 0 = off
-    freeze_epochs: int = 0  # transfer: epochs with only the head trainable; 0 = train all from the start
-    unfreeze_every: int = 2  # transfer: then one more block (deepest first) every N epochs
-    backbone_lr: float = 1e-4  # transfer: learning rate of the unfrozen blocks
-
-
-def fit_config(t: TrainParams, seed: int, classes: list[str]) -> FitConfig:
-    """The train section of params.yaml as a FitConfig (class names order `focal_alpha`)."""
-    unknown = sorted(set(t.focal_alpha) - set(classes))
-    if unknown:
-        raise ParamError(f"train.focal_alpha names class {unknown[0]!r}, not in the data (classes: {', '.join(classes)})")
-    alpha = tuple(float(t.focal_alpha.get(c, 1.0)) for c in classes) if t.focal_alpha else None
-    return FitConfig(
-        t.epochs, t.batch_size, t.lr, t.weight_decay, t.label_smoothing, t.class_weights, t.weighted_sampler, t.augment, seed,
-        t.loss, t.focal_gamma, alpha, t.scheduler, t.early_stopping, t.grad_clip,
-        t.transfer.freeze_epochs, t.transfer.unfreeze_every, t.transfer.backbone_lr,
-    )
 
 
 @dataclass
@@ -109,29 +73,31 @@ class Unfreezer:
             group.eval()
 
 
-def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, cfg: FitConfig, runtime: Runtime,
+def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, t: TrainParams, seed: int, runtime: Runtime,
         progress: bool = True, dist: Distributed | None = None,
         on_epoch: Callable[[list[dict], int], None] | None = None) -> FitResult:
-    """Train `model`; returns it with the weights of its best validation epoch.
+    """Train `model` as the train params `t` say (`seed`: batch order and augmentation); returns it
+    with the weights of its best validation epoch.
 
     `on_epoch(history, best_epoch)` runs on the main rank after every epoch (live metrics files).
     """
     dist = dist or Distributed()
     n_classes = len(train.classes)
-    generator = torch.Generator().manual_seed(cfg.seed)  # identical on every rank
-    policy = POLICIES[cfg.augment]
+    generator = torch.Generator().manual_seed(seed)  # identical on every rank
+    policy = POLICIES.lookup(t.augment)
+    loss_fn = LOSSES.lookup(t.loss)
+    weight = loss_weights(train.labels, train.classes, t)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    unfreezer = Unfreezer(model, cfg.freeze_epochs, cfg.unfreeze_every) if cfg.freeze_epochs else None
+    freeze = t.transfer.freeze_epochs
+    unfreezer = Unfreezer(model, freeze, t.transfer.unfreeze_every) if freeze else None
     if unfreezer:
         unfreezer.apply(1)
-    params = unfreezer.param_groups(cfg.lr, cfg.backbone_lr) if unfreezer else model.parameters()
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
-    schedule = make_schedule(cfg.scheduler if cfg.epochs else "none", optimizer, cfg.epochs, steps_per_epoch)
-    loss_fn = LOSSES[cfg.loss]
-    weight = loss_weights(train.labels, n_classes, cfg)
+    params = unfreezer.param_groups(t.lr, t.transfer.backbone_lr) if unfreezer else model.parameters()
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    steps_per_epoch = -(-len(train) // t.batch_size)
+    schedule = make_schedule(t.scheduler if t.epochs else "none", optimizer, t.epochs, steps_per_epoch)
     weight = weight.to(runtime.device) if weight is not None else None
     scaler = runtime.grad_scaler()
     net = dist.wrap(model)
@@ -139,7 +105,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
     history: list[dict] = []
     best_f1, best_epoch, best_state = -1.0, 0, None
     started = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress or not dist.is_main)
+    bar = tqdm(range(1, t.epochs + 1), desc="train", unit="epoch", disable=not progress or not dist.is_main)
     for epoch in bar:
         if unfreezer and unfreezer.trainable(epoch) != unfreezer.trainable(epoch - 1):
             unfreezer.apply(epoch)
@@ -147,10 +113,10 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
         net.train()
         if unfreezer:
             unfreezer.hold_frozen(epoch)
-        order = epoch_order(train.labels, cfg.weighted_sampler, generator)
+        order = epoch_order(train.labels, t.weighted_sampler, generator)
         loss_sum, preds, targets = 0.0, [], []
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
+        for start in range(0, len(order), t.batch_size):
+            idx = order[start : start + t.batch_size]
             y = train.labels[idx].to(runtime.device)
             x = augment(train.images[idx].to(runtime.device).float() / 255.0, policy, generator)
             denominator = weight[y].sum() if weight is not None and loss_fn.weighted_mean else torch.tensor(float(len(idx)))
@@ -158,13 +124,13 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             x, y = runtime.prepare(normalize(x[mine], spec)), y[mine]
             with runtime.autocast():
                 logits = net(x)
-            losses = loss_fn.per_sample(logits.float(), y, weight, cfg)
+            losses = loss_fn.per_sample(logits.float(), y, weight, t)
             loss = losses.sum() / denominator.to(losses.device) * dist.world_size  # DDP averages over ranks
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if cfg.grad_clip:
+            if t.grad_clip:
                 scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             scaler.step(optimizer)  # skipped when fp16 gradients overflowed
             scaler.update()
             schedule.after_batch()
@@ -177,7 +143,7 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             "lr": round(optimizer.param_groups[0]["lr"], 8),
             "train_loss": round(loss_sum / len(order), 4),
             "train_accuracy": round(float((preds_all == targets_all).mean()), 4),
-            "train_macro_f1": round(float(f1_score(targets_all, preds_all, average="macro", zero_division=0)), 4),
+            "train_macro_f1": macro_f1(targets_all, preds_all, n_classes),
         }
         if val is not None and len(val):
             row.update(_validate(model, val, spec, runtime))
@@ -188,9 +154,9 @@ def fit(model: nn.Module, train: TensorSet, val: TensorSet | None, spec: dict, c
             on_epoch(history, best_epoch or epoch)
         bar.set_postfix({k: v for k, v in row.items() if k in ("train_loss", "val_macro_f1")})
         schedule.after_epoch(row.get("val_macro_f1", -row["train_loss"]))
-        if cfg.early_stopping and best_state is not None and epoch - best_epoch >= cfg.early_stopping:
+        if t.early_stopping and best_state is not None and epoch - best_epoch >= t.early_stopping:
             break
-    if cfg.epochs == 0 and val is not None and len(val):  # no training: the model as built, validated once
+    if t.epochs == 0 and val is not None and len(val):  # no training: the model as built, validated once
         history.append({"epoch": 0, "lr": 0.0, **_validate(model, val, spec, runtime)})
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -208,5 +174,5 @@ def _validate(model: nn.Module, val: TensorSet, spec: dict, runtime: Runtime) ->
     return {
         "val_loss": round(loss, 4),
         "val_accuracy": round(float((pred == y).mean()), 4),
-        "val_macro_f1": round(float(f1_score(y, pred, average="macro", zero_division=0)), 4),
+        "val_macro_f1": macro_f1(y, pred, len(val.classes)),
     }

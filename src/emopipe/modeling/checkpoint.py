@@ -6,8 +6,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from emopipe.config import FacesParams, InputParams
 from emopipe.errors import MissingFileError
-from emopipe.io import save_torch
+from emopipe.io import atomic_path
 from emopipe.modeling.models import build
 
 MEAN, STD = 0.5, 0.5  # inputs are scaled to [0, 1] and then to [-1, 1]
@@ -26,9 +27,24 @@ def input_spec(size: int, channels: int, faces: dict | None = None, normalizatio
     return spec | ({"faces": dict(faces)} if faces is not None else {})
 
 
+def face_settings(spec: dict) -> dict:
+    """How a checkpoint's training data was cropped (its ``input.faces``), for predict to crop alike.
+    Checkpoints from before the face settings were recorded: margin 0.25, 160 px, haar, unaligned."""
+    trained = spec.get("faces", {})
+    return {"margin": trained.get("margin", 0.25), "size": trained.get("size", 160),
+            "detector": trained.get("detector", "haar"), "align": bool(trained.get("align", False))}
+
+
+def params_spec(i: InputParams, f: FacesParams) -> dict:
+    """The input spec of a model trained on these params (input size, channels, normalisation, face crop)."""
+    faces = {"enabled": f.enabled, "margin": f.margin, "size": f.size, "detector": f.detector, "align": f.align}
+    return input_spec(i.size, i.channels, faces, i.normalization)
+
+
 def save_checkpoint(path: Path, model: nn.Module, arch: str, arch_args: dict, classes: list[str], spec: dict) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_torch(path, {"arch": arch, "arch_args": dict(arch_args), "classes": list(classes), "input": spec, "state_dict": state})
+    with atomic_path(path) as tmp:
+        torch.save({"arch": arch, "arch_args": dict(arch_args), "classes": list(classes), "input": spec, "state_dict": state}, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:

@@ -22,8 +22,9 @@ from emopipe.modeling.pretrained import (
     FER_CLASSES,
     fer_state_dict,
 )
+from emopipe.registry import Registry
 
-MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "model")
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": partial(nn.ReLU, inplace=True),
@@ -36,24 +37,24 @@ POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 POOL_TYPES = tuple(POOLS.values())
 
 
-def register(name: str):
-    def add(builder: Callable[..., nn.Module]):
-        MODELS[name] = builder
-        return builder
-
-    return add
+register = MODELS.register
 
 
 def build(name: str, num_classes: int, in_channels: int = 3, classes: Sequence[str] | None = None, **model_args) -> nn.Module:
     """The registered model `name`; a bad `model_args` entry is a ParamError naming it. A builder
     with a `classes` parameter also gets the class names (to map a pretrained head by name)."""
-    if name not in MODELS:
-        raise KeyError(f"model={name!r} is not a registered model; choose one of: {', '.join(sorted(MODELS))}")
-    named = {"classes": list(classes) if classes is not None else None} if "classes" in inspect.signature(MODELS[name]).parameters else {}
+    builder = MODELS.lookup(name)
+    named = {"classes": list(classes) if classes is not None else None} if "classes" in inspect.signature(builder).parameters else {}
     try:
-        return MODELS[name](num_classes=num_classes, in_channels=in_channels, **named, **model_args)
+        return builder(num_classes=num_classes, in_channels=in_channels, **named, **model_args)
     except (TypeError, ValueError) as err:
         raise ParamError(f"model_args for model={name!r}: {err}") from err
+
+
+def factory(name: str, model_args: dict, in_channels: int, classes: Sequence[str]) -> Callable[[], nn.Module]:
+    """Builds fresh models of `name` (the params' `model`, `model_args`) for `classes`: one per fold or run."""
+    MODELS.lookup(name)  # a bad name fails now, before any work
+    return partial(build, name, len(classes), in_channels, list(classes), **model_args)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch.optim import Optimizer, lr_scheduler
 
+from emopipe.registry import Registry
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -29,15 +31,8 @@ class Schedule:
             self.scheduler.step(metric)
 
 
-SCHEDULERS: dict[str, Callable[[Optimizer, int, int], Schedule]] = {}
-
-
-def register(name: str):
-    def add(builder: Callable[[Optimizer, int, int], Schedule]):
-        SCHEDULERS[name] = builder
-        return builder
-
-    return add
+SCHEDULERS: Registry[Callable[[Optimizer, int, int], Schedule]] = Registry("train.scheduler", "scheduler")
+register = SCHEDULERS.register
 
 
 @register("none")
@@ -64,4 +59,4 @@ def plateau(optimizer: Optimizer, epochs: int, steps_per_epoch: int) -> Schedule
 
 
 def make_schedule(name: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int) -> Schedule:
-    return SCHEDULERS[name](optimizer, epochs, steps_per_epoch)
+    return SCHEDULERS.lookup(name)(optimizer, epochs, steps_per_epoch)
