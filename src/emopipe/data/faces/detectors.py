@@ -61,16 +61,23 @@ def require_landmarks(detector: Detector, align: bool) -> None:
                          "set faces.detector: mtcnn or faces.align: false")
 
 
+MIN_SIZE_FRACTION = 0.08  # the smallest face looked for, as a fraction of the photo's shorter side
+
+
+def _fraction(min_size_fraction: float) -> float:
+    if not 0 < min_size_fraction < 1:
+        raise ValueError(f"min_size_fraction={min_size_fraction} must be between 0 and 1")
+    return min_size_fraction
+
+
 @DETECTORS.register("haar")
 class FaceDetector:
     """OpenCV Haar cascades: frontal default, alt2 fallback, then profile (both directions)."""
 
     name, landmarks = "haar", False
 
-    def __init__(self, min_size_fraction: float = 0.08):
-        if not 0 < min_size_fraction < 1:
-            raise ValueError(f"min_size_fraction={min_size_fraction} must be between 0 and 1")
-        self.min_size_fraction = min_size_fraction
+    def __init__(self, min_size_fraction: float = MIN_SIZE_FRACTION):
+        self.min_size_fraction = _fraction(min_size_fraction)
         self._cascades = []
         for name in _CASCADES:
             cascade = cv2.CascadeClassifier(os.path.join(cv2.data.haarcascades, name))
@@ -136,15 +143,13 @@ class MtcnnDetector:
 
     name, landmarks = "mtcnn", True
 
-    def __init__(self, min_size_fraction: float = 0.08):
-        if not 0 < min_size_fraction < 1:
-            raise ValueError(f"min_size_fraction={min_size_fraction} must be between 0 and 1")
+    def __init__(self, min_size_fraction: float = MIN_SIZE_FRACTION):
+        self.min_size_fraction = _fraction(min_size_fraction)
         try:
             import facenet_pytorch
             import torch
         except ImportError as err:
             raise MissingFileError(f"faces.detector=mtcnn needs facenet-pytorch: run make install ({err})") from None
-        self.min_size_fraction = min_size_fraction
         self._mtcnn = facenet_pytorch.MTCNN(keep_all=True, device="cpu", min_face_size=_MTCNN_MIN_FACE,
                                             thresholds=list(_MTCNN_THRESHOLDS), factor=_MTCNN_FACTOR)
         self._versions = f"facenet-pytorch-{_package_version('facenet-pytorch')}/torch-{torch.__version__.split('+')[0]}"
