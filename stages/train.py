@@ -17,7 +17,7 @@ from emopipe.cli import run
 from emopipe.config import load_params
 from emopipe.data import store
 from emopipe.engine.crossval import cross_validate, pool
-from emopipe.engine.fit import fit
+from emopipe.engine.fit import check_training_choices, fit
 from emopipe.engine.plots import curves_png
 from emopipe.io import write_csv, write_json
 from emopipe.modeling.checkpoint import params_spec, save_checkpoint
@@ -52,6 +52,7 @@ def main(
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     p = load_params(params, only=PARAMS)
+    check_training_choices(p.model, p.train)
     numerics.require(p.train.precision)
     if p.train.processes > 1 and "LOCAL_RANK" not in os.environ:
         raise typer.Exit(torchrun(p.train.processes, sys.argv))

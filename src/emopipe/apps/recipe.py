@@ -42,17 +42,15 @@ def check_choices(p: Params) -> None:
     from emopipe.data.sources import SOURCES
     from emopipe.engine.adapt import METHODS as ADAPTATION
     from emopipe.engine.evaluate import TTA
-    from emopipe.modeling.losses import LOSSES
-    from emopipe.modeling.models import MODELS
-    from emopipe.modeling.schedulers import SCHEDULERS
+    from emopipe.engine.fit import check_training_choices
 
     for registry, value, param in [
-        (MODELS, p.model, None), (SOURCES, p.data.source, "data.source"), (SOURCES, p.shift.source, "shift.source"),
-        (DETECTORS, p.faces.detector, None), (OVERSAMPLING, p.oversample.method, None), (LOSSES, p.train.loss, None),
-        (SCHEDULERS, p.train.scheduler, None), (POLICIES, p.train.augment, "train.augment"), (TTA, p.eval.tta, None),
-        (ADAPTATION, p.adapt.method, None), (POLICIES, p.adapt.augment, "adapt.augment"),
+        (SOURCES, p.data.source, "data.source"), (SOURCES, p.shift.source, "shift.source"), (DETECTORS, p.faces.detector, None),
+        (OVERSAMPLING, p.oversample.method, None), (TTA, p.eval.tta, None), (ADAPTATION, p.adapt.method, None),
+        (POLICIES, p.adapt.augment, "adapt.augment"),
     ]:
         registry.lookup(value, param)
+    check_training_choices(p.model, p.train)
 
 
 @app.command()

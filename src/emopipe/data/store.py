@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from emopipe.errors import MissingFileError
 from emopipe.io import atomic_path
 
 
@@ -78,5 +79,7 @@ def save(path: Path, data: TensorSet) -> None:
 
 
 def load(path: Path) -> TensorSet:
+    if not Path(path).exists():
+        raise MissingFileError(f"{path} not found: run the stages before this one (`dvc repro pack`)")
     raw = torch.load(path, weights_only=True)
     return TensorSet(raw["images"], raw["labels"], list(raw["classes"]), list(raw["paths"]))

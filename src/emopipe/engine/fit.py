@@ -24,9 +24,18 @@ from emopipe.engine.evaluate import predict_proba
 from emopipe.engine.metrics import macro_f1
 from emopipe.modeling.checkpoint import normalize
 from emopipe.modeling.losses import LOSSES, loss_weights
-from emopipe.modeling.models import described
-from emopipe.modeling.schedulers import make_schedule
+from emopipe.modeling.models import MODELS, described
+from emopipe.modeling.schedulers import SCHEDULERS, make_schedule
 from emopipe.runtime import Distributed, Runtime
+
+
+def check_training_choices(model: str, t: TrainParams) -> None:
+    """The registered names a training run looks up (model, loss, schedule, augmentation), checked before
+    any data is read: a bad one is a one-line ParamError naming its param."""
+    MODELS.lookup(model)
+    LOSSES.lookup(t.loss)
+    SCHEDULERS.lookup(t.scheduler)
+    POLICIES.lookup(t.augment)
 
 
 @dataclass
