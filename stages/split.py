@@ -37,10 +37,10 @@ def main(
     shift_set, unknown = shift_classes(pd.read_csv(faces / "shift" / "manifest.csv"), set(main_set["label"]), p.split.unknown_shift_classes)
 
     s = p.split
-    main_set, groups, unmatched_main = split_groups(main_set, s.near_duplicate_distance, s.group_pattern)
+    main_set, groups, unmatched_main = split_groups(main_set, s.near_duplicate_distance, s.near_duplicate_correlation, s.group_pattern)
     main_set, how = main_splits(main_set.assign(group=groups), groups, s, p.data_seed)
     shift_pattern = s.person_pattern("shift")
-    shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, shift_pattern)
+    shift_set, shift_groups, unmatched_shift = split_groups(shift_set, s.near_duplicate_distance, s.near_duplicate_correlation, shift_pattern)
     shift_set = shift_set.assign(group=shift_groups, split=take_shots(shift_set["label"], shift_groups, p.adapt.shots, p.data_seed))
 
     with atomic_path(out) as tmp:

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = sorted(p.stem for p in (REPO / "stages").glob("*.py"))
 MODULES = ["emopipe.apps.predict", "emopipe.apps.recipe", "emopipe.apps.offline_plots", "emopipe_ci.harness", "emopipe_ci.deps",
            "emopipe_studies.ablation", "emopipe_studies.report", "emopipe_studies.measure", "emopipe_studies.adaptation",
-           "emopipe_studies.bench"]
+           "emopipe_studies.bench", "emopipe_studies.scale"]
 EMOPIPE = [sys.executable, "-c", "from emopipe.apps.console import main; main()"]  # the console script, as pip installs it
 
 # (command, a user error it must report in one line, a word the line must hold)
@@ -32,6 +32,7 @@ MISTAKES = [
     ([sys.executable, "-m", "emopipe_studies.adaptation", "--study", "missing.yaml"], "missing.yaml does not exist"),
     ([sys.executable, "-m", "emopipe_studies.ablation", "--repo", "missing", "--dry-run"], "missing"),
     ([sys.executable, "-m", "emopipe_studies.bench", "--params", "missing.yaml", "--no-repro"], "missing.yaml not found"),
+    ([sys.executable, "-m", "emopipe_studies.scale", "--channels", "2"], "--channels 2: choose 1 or 3"),
 ]
 
 

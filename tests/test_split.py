@@ -89,11 +89,11 @@ def test_one_person_never_in_two_splits():
     rows = [(f"{c}/Person_{p}_{i:04d}.jpg", c) for p in range(30) for c in "abc" for i in range(int(rng.integers(1, 4)))]
     f = pd.DataFrame({"source": [r[0] for r in rows], "label": [r[1] for r in rows]})
     f = f.assign(sha256=[f"{i:064x}" for i in range(len(f))], phash=[f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}" for i in range(len(f))])
-    grouped, groups, unmatched = split_groups(f, 0, r"^(.+)_\d+\.\w+$")
+    grouped, groups, unmatched = split_groups(f, 0, 0.0, r"^(.+)_\d+\.\w+$")
     split = stratified_group_split(grouped["label"], groups, FRACTIONS, seed=0)
     per_person = pd.DataFrame({"person": grouped["person"], "split": split}).groupby("person")["split"].nunique()
     assert unmatched == 0 and grouped["person"].nunique() == 30 and (per_person == 1).all()
     assert set(split) == set(FRACTIONS)
-    ungrouped = stratified_group_split(f["label"], split_groups(f, 0, None)[1], FRACTIONS, seed=0)
+    ungrouped = stratified_group_split(f["label"], split_groups(f, 0, 0.0, None)[1], FRACTIONS, seed=0)
     leaks = pd.DataFrame({"person": grouped["person"], "split": ungrouped}).groupby("person")["split"].nunique()
     assert (leaks > 1).any()  # without the pattern, people do straddle splits

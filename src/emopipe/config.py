@@ -91,7 +91,8 @@ class SplitParams:
     train: float
     val: float
     test: float
-    near_duplicate_distance: int
+    near_duplicate_distance: int  # perceptual-hash bits that make two images near-duplicate candidates
+    near_duplicate_correlation: float  # and the grey-thumbnail correlation that confirms one; 0: phash alone
     group_pattern: str | None  # regex over the file name; its first group names the person
     shift_group_pattern: str | None  # the shift domain's (null: group_pattern)
     unknown_shift_classes: str  # error | drop (reported in metrics/data.json)
@@ -286,6 +287,7 @@ def validate(p: Params) -> None:
     if not math.isclose(s.train + s.val + s.test, 1.0, abs_tol=1e-6):
         raise ParamError(f"split.train + split.val + split.test = {s.train + s.val + s.test:g}; they must sum to 1")
     _range("split.near_duplicate_distance", s.near_duplicate_distance, 0, 32)
+    _range("split.near_duplicate_correlation", s.near_duplicate_correlation, 0.0, 1.0)
     for key in ("group_pattern", "shift_group_pattern"):
         _check_group_pattern(f"split.{key}", getattr(s, key))
     _choice("split.unknown_shift_classes", s.unknown_shift_classes, ("error", "drop"))

@@ -9,12 +9,13 @@ import typer
 from emopipe.apps import offline_plots, predict, recipe
 from emopipe.cli import run
 from emopipe_ci import gate, harness
-from emopipe_studies import ablation, adaptation, bench, measure, report
+from emopipe_studies import ablation, adaptation, bench, measure, report, scale
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 PANELS = {
     "Use a model": {"predict": predict, "recipe": recipe},
-    "Studies": {"ablation": ablation, "report": report, "measure": measure, "adaptation": adaptation, "bench": bench},
+    "Studies": {"ablation": ablation, "report": report, "measure": measure, "adaptation": adaptation, "bench": bench,
+                "scale": scale},
     "CI and set-up": {"sandbox": harness, "offline-plots": offline_plots},
 }
 for panel, commands in PANELS.items():

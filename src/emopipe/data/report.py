@@ -1,8 +1,10 @@
 """metrics/data.json: what the data looks like after intake, face cropping and splitting."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
+from emopipe.data.dedup import group_report
 from emopipe.data.split import count_table
 
 
@@ -20,17 +22,14 @@ def detection_table(frame: pd.DataFrame) -> dict[str, dict[str, float]]:
     }
 
 
-def _duplicate_column(frame: pd.DataFrame) -> str:
-    """Duplicate groups: `group` itself, unless person groups were merged into it."""
-    return "duplicate_group" if "duplicate_group" in frame.columns else "group"
-
-
 def data_report(main: pd.DataFrame, shift: pd.DataFrame, rejects: dict[str, pd.DataFrame], drops: dict[str, pd.DataFrame]) -> dict:
     """Counts per class and split, duplicates, rejects by reason, and face detection rates."""
     report = {
         "classes": int(main["label"].nunique()),
         "images": {"main": len(main), "shift": len(shift)},
-        "near_duplicates": {d: int(len(f) - f[_duplicate_column(f)].nunique()) for d, f in (("main", main), ("shift", shift))},
+        "near_duplicates": {d: int(len(f) - f["duplicate_group"].nunique()) for d, f in (("main", main), ("shift", shift))},
+        "duplicate_groups": {d: group_report(f["duplicate_group"].to_numpy(dtype=np.int64), f["label"], f["sha256"], f["source"])
+                             for d, f in (("main", main), ("shift", shift))},
         "rejected": {d: reason_counts(r) for d, r in rejects.items()},
         "counts": count_table(main),
         "shift_counts": count_table(shift),

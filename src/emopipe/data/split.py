@@ -13,17 +13,21 @@ import numpy as np
 import pandas as pd
 
 from emopipe.config import SplitParams
-from emopipe.data.dedup import duplicate_groups, person_ids, union_groups
+from emopipe.data.dedup import ThumbnailCorrelation, duplicate_groups, person_ids, union_groups
 from emopipe.errors import ParamError
 
 
-def split_groups(frame: pd.DataFrame, distance: int, pattern: str | None) -> tuple[pd.DataFrame, np.ndarray, int]:
-    """(frame, split groups, unmatched names): duplicates, and with `pattern` also one person, share a group."""
-    duplicates = duplicate_groups(frame["sha256"].tolist(), frame["phash"].tolist(), max_distance=distance)
+def split_groups(frame: pd.DataFrame, distance: int, correlation: float, pattern: str | None) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """(frame with its duplicate groups, split groups, unmatched names): copies and confirmed near-duplicates
+    (phash within `distance` bits, thumbnails correlating at least `correlation`), and with `pattern`
+    every image of one person, share a split group."""
+    confirm = ThumbnailCorrelation(frame["image"].tolist(), correlation) if correlation > 0 else None
+    duplicates = duplicate_groups(frame["sha256"].tolist(), frame["phash"].tolist(), max_distance=distance, confirm=confirm)
+    frame = frame.assign(duplicate_group=duplicates)
     if pattern is None:
         return frame, duplicates, 0
     persons, unmatched = person_ids([PurePosixPath(s).name for s in frame["source"]], pattern)
-    frame = frame.assign(person=persons, duplicate_group=duplicates)
+    frame = frame.assign(person=persons)
     return frame, union_groups(duplicates, persons), unmatched
 
 
