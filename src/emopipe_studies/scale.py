@@ -6,7 +6,7 @@
 A sandbox copy of the repository gets the generated set at N images (the default class mix),
 FER2013-like input (48 px, grey), one training epoch and the default shift domain; then every stage
 runs once, one at a time, as DVC runs it (its `cmd` in dvc.yaml). Per stage: wall seconds, images per
-second (N / seconds) and the peak resident memory of its process tree. Also: the duplicate groups the
+second (N / seconds, for the stages whose work grows with N) and the peak resident memory of its process tree. Also: the duplicate groups the
 split found (metrics/data.json), how far each class's split fractions fall from the params, and with
 `--planted K` how many transformed copies (re-encoded, resized, brightened, cropped) of K images the
 near-duplicate grouping puts with their original, and whether it merges distinct pictures. Each run
@@ -40,13 +40,18 @@ from emopipe_ci.harness import make_sandbox, read_params, tool_env
 
 app = typer.Typer(add_completion=False, help=__doc__)
 REPORTS = Path("reports/scale")
+# The stages whose work grows with the main domain's images (the others: the fixed shift domain, a fixed test sample)
+SCALES_WITH_N = ("download@main", "faces@main", "split", "oversample", "pack", "train", "evaluate", "explain")
 
 
 def overrides(images: int, size: int, channels: int, epochs: int, params: dict) -> dict:
     """The generated set scaled to `images` (the default class mix), at `size` px, trained `epochs`."""
     counts = params["data"]["synthetic_counts"]
     total = sum(counts.values())
-    scaled = {label: max(1, round(n * images / total)) for label, n in counts.items()}
+    exact = {label: n * images / total for label, n in counts.items()}
+    scaled = {label: max(1, int(share)) for label, share in exact.items()}
+    for label in sorted(exact, key=lambda c: exact[c] - int(exact[c]), reverse=True)[: images - sum(scaled.values())]:
+        scaled[label] += 1  # largest remainders first: the counts sum to `images`
     return {"data": {"synthetic_counts": scaled, "synthetic_size": size}, "input": {"size": size, "channels": channels},
             "train": {"epochs": epochs}}
 
@@ -142,7 +147,10 @@ def markdown(runs: list[dict]) -> str:
 
     def cell(r: dict, stage: str) -> str:
         s = r["stages"].get(stage)
-        return "—" if s is None else f"{s['seconds']:.1f} s, {s['images_per_s']:,.0f}/s, {s['peak_rss_mb']:,.0f} MB"
+        if s is None:
+            return "—"
+        rate = f", {r['images'] / s['seconds']:,.0f} img/s" if stage in SCALES_WITH_N else ""
+        return f"{s['seconds']:.1f} s{rate}, {s['peak_rss_mb']:,.0f} MB"
 
     lines += [f"| {stage} | " + " | ".join(cell(r, stage) for r in runs) + " |" for stage in stages]
     lines.append("| data stages together | " + " | ".join(f"{r['data_stages_seconds']:.1f} s" for r in runs) + " |")
@@ -194,8 +202,7 @@ def main(
     logs.mkdir()
     for name, command in commands:
         seconds, peak = run_stage(repo, command, logs / f"{name}.log")
-        result["stages"][name] = {"seconds": round(seconds, 1), "images_per_s": round(result["images"] / seconds, 1),
-                                  "peak_rss_mb": round(peak)}
+        result["stages"][name] = {"seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
         typer.echo(f"{name}: {seconds:.1f} s, peak RSS {peak:.0f} MB", err=True)
         if name == until:
             break
