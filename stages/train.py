@@ -29,6 +29,7 @@ from emopipe.runtime import (
     select_runtime,
     torchrun,
 )
+from emopipe.versions import package_versions
 
 app = typer.Typer(add_completion=False, help=__doc__)
 # faces: recorded in the checkpoint, so predict crops new photos as the training images were
@@ -60,7 +61,7 @@ def main(
     seed_everything(p.seed)
     threads = configure_threads(dist.world_size)
     runtime = select_runtime(p.train.precision, dist.device)
-    train_set, val_set = store.load(data / "train.pt"), store.load(data / "val.pt")
+    train_set, val_set = store.load(data / "train"), store.load(data / "val")
     spec = params_spec(p.input, p.faces)
     new_model = factory(p.model, p.model_args, p.input.channels, train_set.classes)
 
@@ -91,6 +92,7 @@ def main(
         **epoch_summary(result.history, result.best_epoch),
         "processes": dist.world_size,
         "numerics": numerics.describe(runtime.device.type, runtime.precision, threads),
+        "versions": package_versions(),
     } | ({"cv": cv} if cv else {}))
     typer.echo(f"{p.model}: best epoch {result.best_epoch}, val macro-F1 {best['val_macro_f1']:.3f} "
                f"({result.seconds:.0f} s, {runtime.device.type}/{runtime.precision}, {dist.world_size}×{threads} threads)"

@@ -162,7 +162,7 @@ def test_the_study_draws_shots_from_the_shift_pool_by_group(tmp_path):
     for name, rows in (("adapt", slice(0, 12)), ("eval", slice(12, None))):
         frame.iloc[rows].to_csv(tmp_path / "data" / "split" / f"shift_{name}.csv", index=False)
         idx = list(range(len(data)))[rows]
-        store.save(tmp_path / "data" / "packed" / f"shift_{name}.pt", data.subset(torch.tensor(idx)))
+        store.save(tmp_path / "data" / "packed" / f"shift_{name}", data.subset(torch.tensor(idx)))
     pool = shift_pool(tmp_path)
     shots, rest = draw(pool, 2, seed=0)
     assert len(shots) == 8 and len(rest) == len(data) - 8

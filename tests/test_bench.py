@@ -41,8 +41,8 @@ def tiny(tmp_path, toy_set) -> tuple[Path, Path]:
     params.write_text(yaml.safe_dump(tree))
     packed = tmp_path / "packed"
     packed.mkdir()
-    store.save(packed / "train.pt", toy_set(n_per_class=6, size=SIZE))
-    store.save(packed / "test.pt", toy_set(n_per_class=4, size=SIZE, seed=1))
+    store.save(packed / "train", toy_set(n_per_class=6, size=SIZE))
+    store.save(packed / "test", toy_set(n_per_class=4, size=SIZE, seed=1))
     return params, packed
 
 

@@ -1,5 +1,6 @@
 """The train stage under torchrun: 2 CPU processes (gloo) train the model one process trains."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,8 +43,8 @@ def packed(tmp_path, toy_set) -> Path:
     data = toy_set(n_per_class=20, size=32, seed=0)
     folder = tmp_path / "packed"
     folder.mkdir()
-    store.save(folder / "train.pt", data.subset(list(range(0, 80, 2)) + [0, 2, 4]))  # with oversampled copies
-    store.save(folder / "val.pt", data.subset(range(1, 80, 2)))
+    store.save(folder / "train", data.subset(list(range(0, 80, 2)) + [0, 2, 4]))  # with oversampled copies
+    store.save(folder / "val", data.subset(range(1, 80, 2)))
     return folder
 
 
@@ -68,7 +69,7 @@ def test_two_processes_with_weighted_sampler_and_clipping(tmp_path, packed):
 
 def test_a_failing_rank_fails_the_stage(tmp_path, packed):
     """The ranks, not the launcher, read the data: when they fail, torchrun's exit code must reach the shell."""
-    (packed / "val.pt").unlink()
+    shutil.rmtree(packed / "val")
     done = run_train(tmp_path / "broken", packed, processes=2)
     assert done.returncode != 0, done.stdout + done.stderr
-    assert "val.pt" in done.stderr and not (tmp_path / "broken" / "model.pt").exists()
+    assert "packed/val" in done.stderr and not (tmp_path / "broken" / "model.pt").exists()

@@ -137,7 +137,7 @@ def load_stage():
 def test_stage_end_to_end(toy_set, tmp_path):
     data = toy_set(n_per_class=3)
     save_checkpoint(tmp_path / "model.pt", build("small", 4), "small", {}, data.classes, SPEC)
-    store.save(tmp_path / "test.pt", data)
+    store.save(tmp_path / "test", data)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["eval"]["batch_size"] = 5
     params["train"]["precision"] = "fp32"
@@ -150,13 +150,13 @@ def test_stage_end_to_end(toy_set, tmp_path):
     def stage(*args):
         return CliRunner().invoke(app, ["--params", str(tmp_path / "params.yaml"), "--out", str(out), *args])
 
-    done = stage("--model", str(tmp_path / "model.pt"), "--data", str(tmp_path / "test.pt"), "--examples", "3")
+    done = stage("--model", str(tmp_path / "model.pt"), "--data", str(tmp_path / "test"), "--examples", "3")
     assert done.exit_code == 0, done.output
     assert "explain: wrote" in done.output
     assert sorted(p.name for p in out.iterdir()) == ["feature_maps.png", "filters.png", "gradcam.png"]
     assert all(nonempty_png(p) for p in out.iterdir())
     assert sorted(p.name for p in out.parent.iterdir()) == ["explain"]  # no temp folders left
 
-    missing = stage("--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "test.pt"))
+    missing = stage("--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path / "test"))
     assert isinstance(missing.exception, FileNotFoundError)  # run() turns it into one `error: ...` line, exit 2
     assert sorted(p.name for p in out.iterdir()) == ["feature_maps.png", "filters.png", "gradcam.png"]  # untouched

@@ -64,10 +64,10 @@ def test_gate_fails_when_train_labels_are_permuted(repo, tmp_path):
     """Broken data: the real train and evaluate stages on a train split whose labels were shuffled."""
     packed = tmp_path / "packed"
     packed.mkdir()
-    shutil.copy(repo / "data/packed/val.pt", packed / "val.pt")
-    train = store.load(repo / "data/packed/train.pt")
+    shutil.copytree(repo / "data/packed/val", packed / "val")
+    train = store.load(repo / "data/packed/train")
     shuffled = train.labels[torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))]
-    store.save(packed / "train.pt", store.TensorSet(train.images, shuffled, train.classes, train.paths))
+    store.save(packed / "train", store.TensorSet(train.images, shuffled, train.classes, train.paths))
     run(repo, sys.executable, "stages/train.py", "--data", str(packed), "--model-out", str(tmp_path / "m.pt"),
         "--metrics", str(tmp_path / "metrics/train.json"), "--plots", str(tmp_path / "plots"), "--no-progress")
     run(repo, sys.executable, "stages/evaluate.py", "--model", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "metrics/eval.json"),

@@ -226,8 +226,8 @@ def test_cross_validation_does_not_change_the_final_model(toy_set, tmp_path):
     packed, split = tmp_path / "packed", tmp_path / "split"
     packed.mkdir()
     split.mkdir()
-    store.save(packed / "train.pt", data.subset(range(0, 32, 2)))
-    store.save(packed / "val.pt", data.subset(range(1, 32, 2)))
+    store.save(packed / "train", data.subset(range(0, 32, 2)))
+    store.save(packed / "val", data.subset(range(1, 32, 2)))
     for name, rows in (("train", range(0, 32, 2)), ("val", range(1, 32, 2))):
         pd.DataFrame({"image": [data.paths[i] for i in rows], "group": list(rows)}).to_csv(split / f"{name}.csv", index=False)
     app = load_train_stage().app

@@ -60,7 +60,7 @@ def shift_pool(repo: Path) -> tuple[pd.DataFrame, store.TensorSet]:
     """The shift domain's images (shots and evaluation images together) and their split rows, from the sandbox."""
     split, packed = repo / "data" / "split", repo / "data" / "packed"
     frame = pd.concat([pd.read_csv(split / f"shift_{n}.csv") for n in ("adapt", "eval")], ignore_index=True)
-    return frame, store.concat(store.load(packed / "shift_adapt.pt"), store.load(packed / "shift_eval.pt"))
+    return frame, store.concat(store.load(packed / "shift_adapt"), store.load(packed / "shift_eval"))
 
 
 def draw(pool: tuple[pd.DataFrame, store.TensorSet], shots: int, seed: int) -> tuple[store.TensorSet, store.TensorSet]:
@@ -75,7 +75,7 @@ def run_setting(repo: Path, methods: list[str], seeds: list[int]) -> dict:
     p = load_params(repo / "params.yaml")
     runtime = start(p.train.precision)
     model, meta = load_checkpoint(repo / "models" / "model.pt", runtime.device)
-    train, test = (store.load(repo / "data" / "packed" / f"{n}.pt") for n in ("train", "test"))
+    train, test = (store.load(repo / "data" / "packed" / n) for n in ("train", "test"))
     pool = shift_pool(repo)
     runs: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:

@@ -6,7 +6,7 @@
 Rows:
 - model-only train img/s: forward + backward + AdamW step of the params' model on random
   tensors already in memory (batch and input size from params), median over repeats;
-- end-to-end train img/s: one real epoch of `fit` on data/packed/train.pt, exactly as the
+- end-to-end train img/s: one real epoch of `fit` on data/packed/train, exactly as the
   train stage runs it (augmentation, normalisation, loss, optimiser; no validation), images
   per epoch-second; its ratio to model-only is the data path's overhead (target >= 0.9);
 - inference img/s: `predict_proba` on the test set at eval.batch_size, median over repeats;
@@ -161,7 +161,7 @@ def time_repro(root: Path) -> dict[str, float]:
 
 def measure(p: Params, data: Path, runtime: Runtime, warmup: int, repeats: int) -> dict[str, float]:
     """Every in-process measurement, on the packed train and test sets in `data`."""
-    train, test = store.load(data / "train.pt"), store.load(data / "test.pt")
+    train, test = store.load(data / "train"), store.load(data / "test")
     expected = (p.input.channels, p.input.size, p.input.size)
     if tuple(train.images.shape[1:]) != expected:
         raise ParamError(f"{data} is packed at {'×'.join(map(str, train.images.shape[1:]))} but params say "
@@ -231,7 +231,7 @@ def render(facts: dict[str, str], config: str, results: dict[str, float | None])
 # ---- CLI ---------------------------------------------------------------------------------
 
 def packed(data: Path) -> bool:
-    return (data / "train.pt").exists() and (data / "test.pt").exists()
+    return (data / "train").is_dir() and (data / "test").is_dir()
 
 
 @contextlib.contextmanager
@@ -258,7 +258,7 @@ def sandbox_repro(tmp: Path, params: Path) -> tuple[Path, dict[str, float]]:
 @app.command()
 def main(
     params: Path = typer.Option(Path("params.yaml"), help="params file: model, input size, batch size, precision"),
-    data: Path = typer.Option(Path("data/packed"), help="pack stage output (train.pt, test.pt)"),
+    data: Path = typer.Option(Path("data/packed"), help="pack stage output (train, test)"),
     repeats: int = typer.Option(20, min=1, help="timed repeats (median) of model-only steps and inference passes"),
     warmup: int = typer.Option(5, min=0, help="untimed warm-up steps before timing"),
     repro: bool = typer.Option(True, help="also time a full and a no-op `dvc repro` in a sandbox copy"),
@@ -268,7 +268,7 @@ def main(
     p = load_params(params)
     numerics.require(p.train.precision)
     if not packed(data) and not repro:
-        raise MissingFileError(f"{data}/train.pt and test.pt are needed: run `dvc repro pack` first "
+        raise MissingFileError(f"{data}/train and test are needed: run `dvc repro pack` first "
                                 "(or drop --no-repro to bench on the sandbox's packed data)")
     seed_everything(p.seed)
     threads = configure_threads()

@@ -19,7 +19,7 @@ from torch import nn
 from emopipe.config import OversampleParams, TrainParams
 from emopipe.data.oversample import oversample
 from emopipe.data.split import fold_split
-from emopipe.data.store import TensorSet
+from emopipe.data.store import TensorSet, concat
 from emopipe.engine.fit import FitResult, fit
 from emopipe.engine.metrics import classification_metrics
 from emopipe.runtime import Runtime, seed_everything
@@ -34,9 +34,7 @@ def originals(data: TensorSet) -> TensorSet:
 
 def pool(*parts: TensorSet) -> TensorSet:
     """Every image of `parts` once (oversampled copies dropped), in order."""
-    parts = tuple(originals(part) for part in parts)
-    return TensorSet(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]), parts[0].classes,
-                     [path for p in parts for path in p.paths])
+    return concat(*(originals(part) for part in parts))
 
 
 def fit_rows(model: nn.Module, data: TensorSet, train_rows: np.ndarray, val_rows: np.ndarray, o: OversampleParams,
